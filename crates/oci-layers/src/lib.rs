@@ -6,6 +6,8 @@
 
 pub mod digest;
 pub mod error;
+pub mod progress;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
+pub use progress::Progress;
