@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod error;
+pub mod lock;
 pub mod progress;
 
 pub use digest::{Algorithm, Digest};
