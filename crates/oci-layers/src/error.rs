@@ -36,6 +36,20 @@ pub enum Error {
         /// The digest it has.
         actual: String,
     },
+    /// A media type this crate does not handle where it was found.
+    #[error("unsupported {what} media type {media_type:?}")]
+    UnsupportedMediaType {
+        /// What carried it (layer, manifest, config …), with the image or blob where known.
+        what: String,
+        /// The media type as given (shortened if very long).
+        media_type: String,
+    },
+    /// A name or digest prefix that matches no imported image.
+    #[error("no image named {name}; see `boxlite image ls`")]
+    UnknownImage {
+        /// The name or digest prefix as given.
+        name: String,
+    },
     /// Catch-all for a problem with a specific image, blob or input, with the details spelled out.
     #[error("{0}")]
     Invalid(String),

@@ -8,7 +8,9 @@ pub mod digest;
 pub mod error;
 pub mod lock;
 pub mod progress;
+pub mod spec;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
 pub use progress::Progress;
+pub use spec::Compression;
