@@ -4,13 +4,20 @@
 //! Everything read from an image is untrusted: sizes are capped, digests are verified while
 //! bytes are written, and extraction never creates or writes anything outside its directory.
 
+pub use builder::LayoutBuilder;
+pub mod builder;
 pub mod digest;
 pub mod error;
+pub mod image;
+pub mod import;
 pub mod lock;
 pub mod progress;
 pub mod spec;
+pub mod store;
 
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
+pub use image::{GcReport, Image, ImageRecord, LayerRecord};
 pub use progress::Progress;
 pub use spec::Compression;
+pub use store::Store;
