@@ -4,7 +4,6 @@
 //! Everything read from an image is untrusted: sizes are capped, digests are verified while
 //! bytes are written, and extraction never creates or writes anything outside its directory.
 
-pub use builder::LayoutBuilder;
 pub mod builder;
 pub mod digest;
 pub mod error;
@@ -15,6 +14,7 @@ pub mod progress;
 pub mod spec;
 pub mod store;
 
+pub use builder::LayoutBuilder;
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
 pub use image::{GcReport, Image, ImageRecord, LayerRecord};
