@@ -50,6 +50,23 @@ pub enum Error {
         /// The name or digest prefix as given.
         name: String,
     },
+    /// A layer tar entry that cannot be extracted (safely, or at all), and why.
+    #[error("entry {entry:?} {reason}")]
+    Entry {
+        /// The entry's name as in the tar (shortened if very long).
+        entry: String,
+        /// Why, e.g. "escapes the layer directory".
+        reason: String,
+    },
+    /// A failure while extracting or caching one layer, with the layer named.
+    #[error("{layer}: {source}")]
+    Layer {
+        /// The layer, e.g. "image foo layer 2/5 (sha256:…)".
+        layer: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
     /// Catch-all for a problem with a specific image, blob or input, with the details spelled out.
     #[error("{0}")]
     Invalid(String),

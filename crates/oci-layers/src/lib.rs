@@ -5,8 +5,10 @@
 //! bytes are written, and extraction never creates or writes anything outside its directory.
 
 pub mod builder;
+pub mod cache;
 pub mod digest;
 pub mod error;
+pub mod extract;
 pub mod image;
 pub mod import;
 pub mod lock;
@@ -15,8 +17,10 @@ pub mod spec;
 pub mod store;
 
 pub use builder::LayoutBuilder;
+pub use cache::{CachedLayer, LayerCache};
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
+pub use extract::{ExtractOptions, Extracted, extract_layer};
 pub use image::{GcReport, Image, ImageRecord, LayerRecord};
 pub use progress::Progress;
 pub use spec::Compression;

@@ -1,0 +1,106 @@
+//! Hostile-input-safe extraction of one layer tar into a directory.
+//!
+//! The tar is parsed with the `tar` crate's `Entries`, but every file, directory, link and
+//! node is created here, relative to descriptors reached without following symlinks (see
+//! `tree`), so no entry can be created, or written through a link, outside the destination.
+//! Everything the tar controls in size is capped by the `MAX_*` constants.
+
+mod entry;
+mod meta;
+mod path;
+mod pax;
+mod stream;
+mod tree;
+
+use std::io::Read;
+use std::path::Path;
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Error, Result};
+use crate::spec::Compression;
+
+pub use path::{MAX_PATH_DEPTH, MAX_PATH_LEN};
+pub use pax::{MAX_XATTR_SIZE, MAX_XATTRS};
+pub use stream::MAX_PAX_SIZE;
+pub(crate) use tree::remove_path;
+
+/// Most entries one layer may hold.
+///
+/// The same cap as the whiteout planner's, which would refuse a larger layer anyway; it
+/// bounds the in-memory entry list (a hostile tar of empty entries is cheap to make).
+pub const MAX_ENTRIES: usize = whiteout::MAX_ENTRIES;
+
+/// How to extract a layer.
+#[derive(Clone, Debug)]
+pub struct ExtractOptions {
+    /// Give entries the owners recorded in the tar (needs root); otherwise everything is
+    /// owned by the calling user. Defaults to whether we run as root.
+    pub preserve_owner: bool,
+    /// Algorithm of the diff_id computed over the uncompressed tar.
+    pub diff_id_algorithm: Algorithm,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            preserve_owner: rustix::process::geteuid().is_root(),
+            diff_id_algorithm: Algorithm::Sha256,
+        }
+    }
+}
+
+/// What extracting one layer produced.
+#[derive(Clone, Debug)]
+pub struct Extracted {
+    /// Digest of the uncompressed tar stream (including what follows its end marker).
+    pub diff_id: Digest,
+    /// The layer's explicit entries, whiteout markers included; each path once, in the
+    /// order of its last occurrence, and only entries that still exist at the end.
+    pub entries: Vec<whiteout::LayerEntry>,
+    /// Size of the uncompressed tar stream.
+    pub bytes: u64,
+    /// Filesystem objects created (files, directories, links, nodes, markers).
+    pub files: u64,
+    /// Entries not extracted: sockets, unknown types, and devices when not privileged.
+    pub skipped: u64,
+    /// Extended attributes not set for lack of privilege (unprivileged runs only).
+    pub skipped_xattrs: u64,
+}
+
+/// Extracts the layer `blob` (compressed as `compression`) into the existing directory
+/// `dest`, computing its diff_id on the way.
+///
+/// Nothing is ever created or written outside `dest`: names with `..`, writes through
+/// symlinks and hard links to outside are rejected with an [`Error::Entry`] naming the
+/// entry. A later entry replaces an earlier one at the same path. Nothing is fsynced.
+pub fn extract_layer(
+    mut blob: impl Read,
+    compression: Compression,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<Extracted> {
+    extract_dyn(&mut blob, compression, dest, opts)
+}
+
+fn extract_dyn(
+    blob: &mut dyn Read,
+    compression: Compression,
+    dest: &Path,
+    opts: &ExtractOptions,
+) -> Result<Extracted> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let root = rustix::fs::open(dest, flags, Mode::empty())
+        .map_err(|e| Error::io("opening the extraction directory", dest, e.into()))?;
+    let (reader, shared) = stream::LayerReader::new(blob, compression, opts.diff_id_algorithm)
+        .map_err(|e| Error::Invalid(format!("starting to decompress the layer: {e}")))?;
+    let mut extractor = entry::Extractor::new(root, opts, compression);
+    let mut archive = tar::Archive::new(reader);
+    extractor.run(&mut archive, &shared)?;
+    let (diff_id, bytes) = archive
+        .into_inner()
+        .finish(extractor.scratch())
+        .map_err(|e| extractor.stream_error(&shared, &e, false))?;
+    extractor.finish(diff_id, bytes)
+}
