@@ -238,16 +238,19 @@ impl Copier {
         let dst_fd = create_replacing(dst, Op::CreateFile, || {
             rustix::fs::openat(CWD, dst, flags, Mode::RUSR | Mode::WUSR)
         })?;
-        let dst_dev = Meta::from_stat(&rustix::fs::fstat(&dst_fd).map_err(at(Op::Stat, dst))?).dev;
+        let created = Meta::from_stat(&rustix::fs::fstat(&dst_fd).map_err(at(Op::Stat, dst))?);
         let used = self
             .engine
-            .copy(src_fd.as_fd(), dst_fd.as_fd(), meta, dst_dev)
+            .copy(src_fd.as_fd(), dst_fd.as_fd(), meta, created.dev)
             .map_err(|e| Error::Data {
                 src: src.to_path_buf(),
                 dst: dst.to_path_buf(),
                 source: e.into(),
             })?;
-        meta::apply_fd(dst_fd.as_fd(), dst, meta, self.preserve(true), || {
+        // A new file is ours already, which for root-owned trees saves one syscall per file.
+        let mut preserve = self.preserve(true);
+        preserve.owner &= (created.uid, created.gid) != (meta.uid, meta.gid);
+        meta::apply_fd(dst_fd.as_fd(), dst, meta, preserve, || {
             self.copy_xattrs(Node::Fd(src_fd.as_fd(), src), Node::Fd(dst_fd.as_fd(), dst))
         })?;
         if let Some(strategy) = used {
