@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
 
 use tempfile::TempDir;
 
@@ -22,6 +23,28 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Serializes loop device setup within this test process.
+static LOOP_SETUP: Mutex<()> = Mutex::new(());
+
+/// `losetup --find --show img`, retried: another process may take the free device first.
+fn attach(img: &Path) -> String {
+    let _guard = LOOP_SETUP.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut last = String::new();
+    for _ in 0..5 {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(img)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("losetup {}: {last}", img.display());
+}
+
 impl Mounted {
     /// A sparse image of `size_mib` in a tempdir, formatted by `mkfs` with `args`, loop-mounted.
     pub(crate) fn image(mkfs: &str, args: &[&str], size_mib: u64) -> Mounted {
@@ -32,7 +55,7 @@ impl Mounted {
             .set_len(size_mib << 20)
             .unwrap();
         run(Command::new(mkfs).args(args).arg(&img));
-        let loop_dev = run(Command::new("losetup").args(["--find", "--show"]).arg(&img));
+        let loop_dev = attach(&img);
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let mounted = Mounted {
