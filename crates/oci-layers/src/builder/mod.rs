@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::spec::{
     ANNOTATION_REF_NAME, Compression, Descriptor, DockerArchiveImage, History, ImageConfig,
     ImageIndex, ImageManifest, MAX_MANIFEST_BYTES, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST, Platform,
-    RootFs, RunConfig, parse_index,
+    RootFs, RunConfig, parse_index, to_json,
 };
 
 pub use tree::write_tree;
@@ -409,10 +409,6 @@ fn write_json_blob<T: serde::Serialize>(
     let digest = Digest::of(algorithm, &bytes);
     write_file(&dir.join(digest.hex()), &bytes)?;
     Ok(Descriptor::new(media_type, digest, bytes.len() as u64))
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value).map_err(|e| Error::Invalid(format!("encoding JSON: {e}")))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -11,7 +11,7 @@ use crate::progress::Progress;
 use crate::spec::{
     Compression, Descriptor, DockerArchiveImage, ImageManifest, MAX_CONFIG_BYTES,
     MAX_DOCKER_MANIFEST_BYTES, OCI_CONFIG, OCI_MANIFEST, parse_config, parse_docker_manifest,
-    truncate,
+    to_json, truncate,
 };
 use crate::store::Store;
 
@@ -42,6 +42,7 @@ pub(super) fn import(
     }
     // Fail on a missing layer before spending time copying the others.
     for (i, path) in image.layers.iter().enumerate() {
+        source.check_path(path)?;
         if !source.exists(path) {
             return Err(Error::Invalid(format!(
                 "layer {}/{count} ({}) of {src} is missing",
@@ -94,8 +95,7 @@ pub(super) fn import(
         annotations: Default::default(),
     };
     manifest.validate()?;
-    let manifest_bytes = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::Invalid(format!("encoding manifest for {src}: {e}")))?;
+    let manifest_bytes = to_json(&manifest)?;
     let manifest_digest = Digest::of(Algorithm::Sha256, &manifest_bytes);
     let manifest_size = store.put_blob(
         &manifest_bytes[..],

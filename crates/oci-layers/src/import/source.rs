@@ -78,6 +78,14 @@ impl Source {
         }
     }
 
+    /// Fails unless `rel` is a relative path that stays inside the source.
+    pub fn check_path(&self, rel: &str) -> Result<()> {
+        match normalize(rel) {
+            Some(_) => Ok(()),
+            None => Err(bad_path(rel, &self.describe())),
+        }
+    }
+
     /// Opens the file at `rel`; returns a reader and its size.
     pub fn open_file(&self, rel: &str) -> Result<(Box<dyn Read + Send + '_>, u64)> {
         match self {

@@ -49,6 +49,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Invalid(format!("malformed {what}: {e}")))
 }
 
+/// Encodes a document (manifest, index, config …) as compact JSON.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| Error::Invalid(format!("encoding JSON: {e}")))
+}
+
 /// Fails unless `bytes` is at most `max` long; checked before parsing anything.
 pub fn check_len(bytes: &[u8], max: u64, what: &str) -> Result<()> {
     if bytes.len() as u64 > max {
