@@ -513,7 +513,10 @@ impl Extractor {
         let meta = self.meta(entry)?;
         let header = entry.header();
         let number = |n: io::Result<Option<u32>>| n.map(Option::unwrap_or_default);
-        let (major, minor) = match (number(header.device_major()), number(header.device_minor())) {
+        let numbers = (number(header.device_major()), number(header.device_minor()));
+        let (major, minor) = match numbers {
+            // A fifo has no device number; writers leave the fields empty or zero.
+            _ if ty == FileType::Fifo => (0, 0),
             (Ok(major), Ok(minor)) => (major, minor),
             _ => return Err(self.fail("has an invalid device number")),
         };
