@@ -326,3 +326,77 @@ fn digest_prefix_and_latest_lookups() {
     let d = Digest::of(Algorithm::Sha256, b"unrelated");
     assert!(h.store.get(&d.to_string()).is_err());
 }
+
+/// Runs `umoci` with `args`; false if it is not installed.
+fn umoci(args: &[&str]) -> bool {
+    match std::process::Command::new("umoci").args(args).output() {
+        Ok(out) => {
+            assert!(
+                out.status.success(),
+                "umoci {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn imports_a_layout_written_by_umoci() {
+    let h = home();
+    let l = h.dir.path().join("umoci-layout");
+    let l_str = l.to_str().unwrap();
+    let image = format!("{l_str}:base");
+    if !umoci(&["init", "--layout", l_str]) {
+        eprintln!("skipping: umoci is not installed");
+        return;
+    }
+    umoci(&["new", "--image", &image]);
+    let t = tree(h.dir.path(), "umoci");
+    umoci(&[
+        "insert",
+        "--rootless",
+        "--image",
+        &image,
+        t.to_str().unwrap(),
+        "/opt",
+    ]);
+    umoci(&[
+        "config",
+        "--image",
+        &image,
+        "--config.cmd=/bin/true",
+        "--config.workingdir=/opt",
+    ]);
+
+    let record = h.store.import(&l, None, false).unwrap();
+    assert_eq!(record.name, "base");
+    assert_eq!(record.layers.len(), 1);
+    assert_eq!(record.layers[0].compression().unwrap(), Compression::Gzip);
+    let image = h.store.get("base").unwrap();
+    assert_eq!(image.config.config.working_dir, "/opt");
+    assert_eq!(
+        image.config.config.cmd.as_deref(),
+        Some(&["/bin/true".to_string()][..])
+    );
+    // The stored layer decompresses to the diff_id umoci recorded.
+    let blob = h.store.open_blob(&record.layers[0].digest).unwrap();
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(blob)
+        .read_to_end(&mut tar)
+        .unwrap();
+    assert_eq!(
+        Digest::of(Algorithm::Sha256, &tar),
+        record.layers[0].diff_id
+    );
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("opt/etc/os-release")),
+        "{names:?}"
+    );
+}

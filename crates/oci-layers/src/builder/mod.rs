@@ -232,7 +232,10 @@ impl LayoutBuilder {
             .iter()
             .map(|l| match format {
                 DockerArchiveFormat::OciLayout => blob_rel(&l.descriptor.digest),
-                DockerArchiveFormat::Legacy => format!("{}/layer.tar", l.diff_id.hex()),
+                // Named by blob digest: the same content twice is the same file.
+                DockerArchiveFormat::Legacy => {
+                    format!("{}/layer.tar", l.descriptor.digest.hex())
+                }
             })
             .collect();
         let manifest = vec![DockerArchiveImage {

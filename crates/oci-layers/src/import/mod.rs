@@ -124,10 +124,11 @@ fn copy_layer(
     n
 }
 
-/// A byte bar for one blob when asked for, else a hidden one.
+/// A byte bar for one blob when asked for, else a hidden one; labelled with the start of
+/// `what` ("layer 2/5").
 fn bar(progress: bool, what: &str, size: u64) -> Progress {
     if progress {
-        Progress::bytes(what.split(" of ").next().unwrap_or(what), Some(size))
+        Progress::bytes(what.split(" (").next().unwrap_or(what), Some(size))
     } else {
         Progress::hidden()
     }

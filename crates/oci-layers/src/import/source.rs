@@ -15,7 +15,11 @@ use crate::spec::{Compression, MAX_PATH_BYTES};
 
 /// Most entries indexed in one archive: a `docker save` of many images has a few per layer,
 /// and an OCI layout one per blob, so real archives stay in the thousands.
-pub const MAX_ARCHIVE_ENTRIES: usize = 100_000;
+pub const MAX_ARCHIVE_ENTRIES: usize = 65_536;
+/// Longest entry name or link target kept in the index. Image formats use short paths
+/// (`blobs/sha512/<128 hex>` is the longest), and with [`MAX_ARCHIVE_ENTRIES`] this bounds the
+/// index to a few tens of MiB whatever the archive holds.
+const MAX_INDEXED_PATH_BYTES: usize = 512;
 /// Most symlinks followed to resolve one path inside an archive (docker's newer format links
 /// legacy paths to blobs, one hop).
 const MAX_LINK_HOPS: usize = 8;
@@ -164,14 +168,24 @@ impl TarSource {
                 )));
             }
             let raw = entry.path().map_err(broken)?;
-            let Some(name) = raw.to_str().and_then(normalize) else {
+            let Some(name) = raw
+                .to_str()
+                .filter(|n| n.len() <= MAX_INDEXED_PATH_BYTES)
+                .and_then(normalize)
+            else {
                 continue; // not a path an image format uses
             };
             let link = || -> Result<String> {
                 let target = entry.link_name().map_err(broken)?.ok_or_else(|| {
                     Error::Invalid(format!("archive {shown}: link {name} has no target"))
                 })?;
-                Ok(target.to_string_lossy().into_owned())
+                let target = target.to_string_lossy();
+                if target.len() > MAX_INDEXED_PATH_BYTES {
+                    return Err(Error::Invalid(format!(
+                        "archive {shown}: link {name} has a target over {MAX_INDEXED_PATH_BYTES} bytes"
+                    )));
+                }
+                Ok(target.into_owned())
             };
             let value = match entry.header().entry_type() {
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
