@@ -1,1 +1,38 @@
-fn main() {}
+//! `cargo xtask …`: the project's build, test, demo and benchmark tasks.
+
+mod bench;
+mod demo;
+mod image;
+mod sh;
+mod test;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "boxlite's build, test and benchmark tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Formatting, clippy (-D warnings) and every test: the CI test command.
+    Test(test::Args),
+    /// The main job: build a small multi-layer Debian image, import it and assemble its rootfs.
+    Demo(demo::Args),
+    /// Benchmarks, compared side by side with peer tools in one run.
+    Bench(bench::Args),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Test(args) => test::run(args),
+        Task::Demo(args) => demo::run(args),
+        Task::Bench(args) => bench::run(args),
+    }
+}

@@ -13,6 +13,7 @@ pub mod image;
 pub mod import;
 pub mod lock;
 pub mod progress;
+pub mod rootfs;
 pub mod spec;
 pub mod store;
 
