@@ -36,6 +36,7 @@ pub fn debian_minbase() -> Result<PathBuf> {
     if !rustix::process::geteuid().is_root() {
         bail!("building the Debian test tree needs root (debootstrap); run as root");
     }
+    crate::deps::ensure(&[("debootstrap", "debootstrap")])?;
     std::fs::create_dir_all(cache_dir())?;
     let tmp = cache_dir().join(format!(
         "debootstrap-{SUITE}-minbase.tmp-{}",

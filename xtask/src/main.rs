@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod deps;
+mod fuzz;
 mod image;
 mod sh;
 mod test;
@@ -27,6 +29,8 @@ enum Task {
     Demo(demo::Args),
     /// Benchmarks, compared side by side with peer tools in one run.
     Bench(bench::Args),
+    /// Run every cargo-fuzz target for a while (needs cargo-fuzz and the nightly toolchain).
+    Fuzz(fuzz::Args),
 }
 
 fn main() -> Result<()> {
@@ -34,5 +38,6 @@ fn main() -> Result<()> {
         Task::Test(args) => test::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
+        Task::Fuzz(args) => fuzz::run(args),
     }
 }

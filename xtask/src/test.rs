@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::sh;
+use crate::{fuzz, sh};
 
 /// Arguments of `cargo xtask test`.
 #[derive(ClapArgs)]
@@ -11,6 +11,9 @@ pub struct Args {
     /// Skip formatting and clippy (for quick local iterations).
     #[arg(long)]
     no_lint: bool,
+    /// Seconds to run each fuzz target after the tests (0 to skip).
+    #[arg(long, default_value_t = 30)]
+    fuzz_seconds: u64,
     /// Extra arguments passed to `cargo test` (e.g. a test name filter after `--`).
     #[arg(trailing_var_arg = true)]
     rest: Vec<String>,
@@ -35,5 +38,16 @@ pub fn run(args: Args) -> Result<()> {
             .args(&args.rest),
     )?;
     sh::run(sh::cargo().args(["test", "--workspace", "--doc"]))?;
+    if args.fuzz_seconds > 0 {
+        if fuzz::available() {
+            fuzz::run(fuzz::Args {
+                seconds: args.fuzz_seconds,
+            })?;
+        } else {
+            eprintln!(
+                "fuzz smoke run skipped: cargo-fuzz is not installed (`cargo install cargo-fuzz`)"
+            );
+        }
+    }
     Ok(())
 }

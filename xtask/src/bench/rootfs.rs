@@ -53,6 +53,12 @@ struct Row {
 /// Runs the benchmark and prints (and optionally writes) the table.
 pub fn run(args: Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be at least 1");
+    crate::deps::ensure(&[
+        ("mkfs.xfs", "xfsprogs"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("umoci", "umoci"),
+        ("zstd", "zstd"),
+    ])?;
     let layout = bench_layout()?;
     let (entries, bytes) = tree_size(&debian_minbase()?)?;
     let scratch = tempfile::Builder::new()
