@@ -181,7 +181,7 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
 
 /// The benchmark image as an OCI layout, built once and cached.
 fn bench_layout() -> Result<PathBuf> {
-    let layout = cache_dir().join("bench-image-v1");
+    let layout = cache_dir().join("bench-image-v2");
     if layout.join("index.json").exists() {
         return Ok(layout);
     }
@@ -226,10 +226,10 @@ fn write_changes_layer(dir: &Path) -> Result<()> {
         dir.join("etc/apt/sources.list"),
         b"deb http://deb.debian.org/debian bookworm main\n",
     )?;
-    std::fs::write(
-        dir.join("etc/os-release"),
-        b"PRETTY_NAME=\"boxlite bench\"\nID=debian\n",
-    )?;
+    // Not /etc/os-release: that is a symlink in Debian, and `cp -a` in the baseline writes a
+    // replacing file *through* it (into usr/lib/os-release) instead of replacing the link, so
+    // the trees could not be compared. Ours replaces the link, as the OCI spec says.
+    std::fs::write(dir.join("etc/debian_version"), b"12.99-boxlite\n")?;
     let app = dir.join("opt/app");
     std::fs::create_dir_all(&app)?;
     for i in 0..64 {
@@ -274,13 +274,25 @@ fn tree_size(root: &Path) -> Result<(u64, u64)> {
 }
 
 /// Fails with the first differences if the two trees differ in entries or metadata.
+///
+/// Directory mtimes are not compared: the baseline deletes whiteout markers from its scratch
+/// copy of a layer, which stamps those directories with the current time.
 fn compare_trees(a: &Path, b: &Path) -> Result<()> {
     let listing = |root: &Path| -> Result<String> {
         sh::output(Command::new("find").arg(root).args([
             "-mindepth",
             "1",
             "-printf",
-            "%P %y %m %U %G %s %T@ %l\n",
+            "%P %y %m %U %G %s %l",
+            "(",
+            "-type",
+            "d",
+            "-printf",
+            "\\n",
+            "-o",
+            "-printf",
+            " %T@\\n",
+            ")",
         ]))
         .map(|out| {
             let mut lines: Vec<&str> = out.lines().collect();
