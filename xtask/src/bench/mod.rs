@@ -4,8 +4,13 @@ mod mount;
 mod rootfs;
 mod stats;
 
+use std::path::PathBuf;
+use std::process::Command;
+
 use anyhow::Result;
 use clap::{Args as ClapArgs, Subcommand};
+
+use crate::sh;
 
 /// Arguments of `cargo xtask bench`.
 #[derive(ClapArgs)]
@@ -20,8 +25,18 @@ enum Which {
     Rootfs(rootfs::Args),
 }
 
-/// Runs the chosen benchmark.
+/// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
+/// meaningless), rebuilding and re-executing itself when started from a debug build.
 pub fn run(args: Args) -> Result<()> {
+    if cfg!(debug_assertions) {
+        sh::run(sh::cargo().args(["build", "--release", "--quiet", "-p", "xtask"]))?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| sh::workspace_root().join("target"), PathBuf::from);
+        let status = Command::new(target.join("release/xtask"))
+            .args(std::env::args_os().skip(1))
+            .status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
     match args.which {
         Which::Rootfs(args) => rootfs::run(args),
     }
