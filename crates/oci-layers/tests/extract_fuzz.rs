@@ -78,10 +78,17 @@ mod seeds {
         out
     }
 
+    /// Set to a directory to also write the seeds there, as a fuzzing corpus.
+    const SEED_DIR_VAR: &str = "EXTRACT_FUZZ_SEED_DIR";
+
     #[test]
     fn fuzz_body_holds_on_seeds() {
-        for seed in seeds() {
-            check(&seed);
+        let corpus = std::env::var_os(SEED_DIR_VAR).map(std::path::PathBuf::from);
+        for (i, seed) in seeds().iter().enumerate() {
+            check(seed);
+            if let Some(dir) = &corpus {
+                std::fs::write(dir.join(format!("seed-{i}.tar")), seed).unwrap();
+            }
         }
     }
 
