@@ -1,23 +1,20 @@
 //! Creating one tar entry after another in the layer directory.
 
-use std::ffi::OsStr;
 use std::fmt::Display;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::rc::Rc;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec};
 use rustix::io::Errno;
 use tar::EntryType;
-use whiteout::{EntryKind, LayerEntry, WHITEOUT_PREFIX};
+use whiteout::{EntryKind, WHITEOUT_PREFIX};
 
 use super::meta::{Applier, Meta};
-use super::path::{MAX_PATH_LEN, is_within, normalise, shown, split_last};
-use super::pax::Pax;
+use super::path::{MAX_PATH_LEN, normalise, shown, split_last};
+use super::pax::{Pax, locate};
+use super::record::Ledger;
 use super::stream::{BUF_SIZE, Failure, LayerReader, MAX_ENTRY_METADATA, Shared};
 use super::tree::{WalkError, Walker, remove};
 use super::{ExtractOptions, Extracted, MAX_ENTRIES};
@@ -57,12 +54,6 @@ enum Kind {
     Skipped,
 }
 
-/// A directory whose mode and times are applied once the whole layer is in place.
-struct LateDir {
-    path: Vec<u8>,
-    meta: Meta,
-}
-
 /// State of one extraction.
 pub(crate) struct Extractor {
     walker: Walker,
@@ -74,9 +65,7 @@ pub(crate) struct Extractor {
     link: Vec<u8>,
     pax: Pax,
     buf: Vec<u8>,
-    /// Every created entry in order; deduplicated at the end.
-    entries: Vec<LayerEntry>,
-    dirs: Vec<LateDir>,
+    ledger: Ledger,
     root_meta: Option<Meta>,
     files: u64,
     skipped: u64,
@@ -96,8 +85,7 @@ impl Extractor {
             link: Vec::new(),
             pax: Pax::default(),
             buf: vec![0; BUF_SIZE],
-            entries: Vec::new(),
-            dirs: Vec::new(),
+            ledger: Ledger::default(),
             root_meta: None,
             files: 0,
             skipped: 0,
@@ -178,7 +166,7 @@ impl Extractor {
         capture: &[u8],
         shared: &Shared,
     ) -> Result<()> {
-        let pax = match find_pax(capture, start, entry.raw_header_position()) {
+        let pax = match locate(capture, start, entry.raw_header_position()) {
             Ok(range) => range.map(|r| &capture[r]),
             Err(()) => {
                 self.path.clear();
@@ -337,18 +325,14 @@ impl Extractor {
         remove(parent, name).map_err(|e| self.fail(format!("replacing the earlier entry: {e}")))?;
         self.walker.forget();
         if is_dir {
-            let gone = &self.path;
-            self.entries
-                .retain(|e| !is_within(e.path.as_os_str().as_bytes(), gone));
-            self.dirs.retain(|d| !is_within(&d.path, gone));
+            self.ledger.forget_tree(&self.path);
         }
         Ok(())
     }
 
     fn record(&mut self, kind: EntryKind) {
         self.files += 1;
-        let path = PathBuf::from(OsStr::from_bytes(&self.path));
-        self.entries.push(LayerEntry { path, kind });
+        self.ledger.entry(&self.path, kind);
     }
 
     fn root_entry(&mut self, entry: &TarEntry<'_, '_>, kind: Kind) -> Result<()> {
@@ -428,10 +412,7 @@ impl Extractor {
         self.applier
             .dir_early(fd.as_fd(), &meta, &self.pax.xattrs)
             .map_err(|e| self.fail(e))?;
-        self.dirs.push(LateDir {
-            path: self.path.clone(),
-            meta,
-        });
+        self.ledger.dir(&self.path, meta);
         self.record(EntryKind::Dir);
         Ok(())
     }
@@ -546,24 +527,17 @@ impl Extractor {
     /// Applies directories' modes and times (deepest first, so setting them is not undone
     /// by creating their children) and returns the summary.
     pub fn finish(mut self, diff_id: Digest, bytes: u64) -> Result<Extracted> {
-        let mut dirs = std::mem::take(&mut self.dirs);
-        let depth = |p: &[u8]| p.iter().filter(|&&b| b == b'/').count();
-        // Stable: for a directory listed twice, the later entry is applied last and wins.
-        dirs.sort_by(|a, b| {
-            depth(&b.path)
-                .cmp(&depth(&a.path))
-                .then(a.path.cmp(&b.path))
-        });
-        for dir in &dirs {
-            let (parent, name) = split_last(&dir.path);
+        let (entries, dirs) = std::mem::take(&mut self.ledger).finish();
+        for (path, meta) in &dirs {
+            let (parent, name) = split_last(path);
             let Ok(parent) = self.walker.dir(parent, false) else {
                 continue; // replaced by a later entry
             };
             let Ok(fd) = rustix::fs::openat(&parent, name, DIR_FLAGS, Mode::empty()) else {
                 continue;
             };
-            Applier::dir_late(fd.as_fd(), &dir.meta).map_err(|e| Error::Entry {
-                entry: shown(&dir.path),
+            Applier::dir_late(fd.as_fd(), meta).map_err(|e| Error::Entry {
+                entry: shown(path),
                 reason: e.to_string(),
             })?;
         }
@@ -575,7 +549,7 @@ impl Extractor {
         }
         Ok(Extracted {
             diff_id,
-            entries: dedup_last(std::mem::take(&mut self.entries)),
+            entries,
             bytes,
             files: self.files,
             skipped: self.skipped,
@@ -597,76 +571,5 @@ fn kind_of(ty: EntryType, raw: u8, trailing_slash: bool) -> Kind {
         EntryType::Fifo => Kind::Node(FileType::Fifo),
         EntryType::XGlobalHeader => Kind::Ignored,
         _ => Kind::Skipped,
-    }
-}
-
-/// Locates the data of the PAX `x` header among the metadata blocks captured before the
-/// entry's own header. The `tar` crate has already parsed (and checksummed) these blocks;
-/// we re-walk them only to get at the raw records.
-fn find_pax(capture: &[u8], start: u64, header_pos: u64) -> Result<Option<Range<usize>>, ()> {
-    const BLOCK: usize = 512;
-    let end = usize::try_from(header_pos.checked_sub(start).ok_or(())?).map_err(|_| ())?;
-    // The previous entry's data was read to its end, so only its padding precedes the
-    // first header.
-    let pad = start.next_multiple_of(BLOCK as u64) - start;
-    let mut off = usize::try_from(pad).map_err(|_| ())?;
-    let mut found = None;
-    while off < end {
-        let block = capture.get(off..off + BLOCK).ok_or(())?;
-        let size = tar::Header::from_byte_slice(block)
-            .entry_size()
-            .map_err(|_| ())?;
-        let size = usize::try_from(size).map_err(|_| ())?;
-        let data = off + BLOCK..(off + BLOCK).checked_add(size).ok_or(())?;
-        if data.end > capture.len() {
-            return Err(());
-        }
-        if block[156] == b'x' {
-            found = Some(data.clone());
-        }
-        off = data.start + size.next_multiple_of(BLOCK);
-    }
-    if off == end { Ok(found) } else { Err(()) }
-}
-
-/// Keeps the last occurrence of each path, in the order of those last occurrences.
-fn dedup_last(entries: Vec<LayerEntry>) -> Vec<LayerEntry> {
-    let mut order: Vec<usize> = (0..entries.len()).collect();
-    order.sort_by(|&a, &b| entries[a].path.cmp(&entries[b].path).then(a.cmp(&b)));
-    let mut keep = vec![false; entries.len()];
-    for (i, &idx) in order.iter().enumerate() {
-        let last = order
-            .get(i + 1)
-            .is_none_or(|&next| entries[next].path != entries[idx].path);
-        keep[idx] = last;
-    }
-    entries
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(e, k)| k.then_some(e))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dedup_keeps_last_occurrence_in_order() {
-        let e = |p: &str, k| LayerEntry::new(p, k);
-        let out = dedup_last(vec![
-            e("a", EntryKind::Dir),
-            e("b", EntryKind::NonDir),
-            e("a", EntryKind::NonDir),
-            e("c", EntryKind::NonDir),
-        ]);
-        assert_eq!(
-            out,
-            [
-                e("b", EntryKind::NonDir),
-                e("a", EntryKind::NonDir),
-                e("c", EntryKind::NonDir)
-            ]
-        );
     }
 }

@@ -9,6 +9,7 @@ mod entry;
 mod meta;
 mod path;
 mod pax;
+mod record;
 mod stream;
 mod tree;
 

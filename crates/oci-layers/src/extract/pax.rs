@@ -148,6 +148,39 @@ impl Pax {
     }
 }
 
+/// Locates the data of the PAX `x` header among the metadata blocks captured before the
+/// entry's own header. The `tar` crate has already parsed (and checksummed) these blocks;
+/// we re-walk them only to get at the raw records.
+pub(crate) fn locate(
+    capture: &[u8],
+    start: u64,
+    header_pos: u64,
+) -> Result<Option<Range<usize>>, ()> {
+    const BLOCK: usize = 512;
+    let end = usize::try_from(header_pos.checked_sub(start).ok_or(())?).map_err(|_| ())?;
+    // The previous entry's data was read to its end, so only its padding precedes the
+    // first header.
+    let pad = start.next_multiple_of(BLOCK as u64) - start;
+    let mut off = usize::try_from(pad).map_err(|_| ())?;
+    let mut found = None;
+    while off < end {
+        let block = capture.get(off..off + BLOCK).ok_or(())?;
+        let size = tar::Header::from_byte_slice(block)
+            .entry_size()
+            .map_err(|_| ())?;
+        let size = usize::try_from(size).map_err(|_| ())?;
+        let data = off + BLOCK..(off + BLOCK).checked_add(size).ok_or(())?;
+        if data.end > capture.len() {
+            return Err(());
+        }
+        if block[156] == b'x' {
+            found = Some(data.clone());
+        }
+        off = data.start + size.next_multiple_of(BLOCK);
+    }
+    if off == end { Ok(found) } else { Err(()) }
+}
+
 /// Reads one `LEN KEY=VALUE\n` record at `*pos`, advancing past it.
 fn record<'a>(raw: &'a [u8], pos: &mut usize) -> Option<(&'a [u8], &'a [u8])> {
     let rest = &raw[*pos..];
