@@ -86,8 +86,8 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             for name in names {
                 let gc = store.remove(&name)?;
                 println!(
-                    "removed {name} ({} blobs, {} freed)",
-                    gc.blobs_removed,
+                    "removed {name} ({}, {} freed)",
+                    count(gc.blobs_removed as u64, "blob"),
                     human_size(gc.bytes_freed)
                 );
             }
@@ -102,10 +102,10 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             let how = match report.method {
                 oci_layers::rootfs::Method::AlreadyComplete => "already complete".to_string(),
                 _ => format!(
-                    "{} layers ({} extracted), {} files, {} by {}",
-                    report.layers,
+                    "{} ({} extracted), {}, {} by {}",
+                    count(report.layers as u64, "layer"),
                     report.extracted,
-                    report.copy.files,
+                    count(report.copy.files, "file"),
                     human_size(report.copy.bytes),
                     report
                         .copy
@@ -117,6 +117,15 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `n` and `noun`, the noun in the plural unless `n` is 1.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 /// Bytes in the largest binary unit that keeps the number at least 1.
