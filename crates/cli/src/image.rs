@@ -110,7 +110,7 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
                     report
                         .copy
                         .strategy()
-                        .map_or("rename".to_string(), |s| format!("{s:?}").to_lowercase())
+                        .map_or("rename".to_string(), |s| s.to_string())
                 ),
             };
             println!("{}: {how}", dest.display());

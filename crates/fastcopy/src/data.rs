@@ -25,6 +25,16 @@ pub enum Strategy {
     ReadWrite,
 }
 
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Strategy::Reflink => "reflink",
+            Strategy::CopyFileRange => "copy_file_range",
+            Strategy::ReadWrite => "read/write",
+        })
+    }
+}
+
 /// Bytes per `pread`/`pwrite`; large enough that syscall overhead is small, per thread once.
 const RW_CHUNK: usize = 1 << 20;
 /// Bytes asked of one `copy_file_range` call; the kernel stops at about 2 GiB per call anyway.

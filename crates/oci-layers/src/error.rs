@@ -37,7 +37,7 @@ pub enum Error {
         actual: String,
     },
     /// A media type this crate does not handle where it was found.
-    #[error("unsupported {what} media type {media_type:?}")]
+    #[error("{what}: unsupported media type {media_type:?}")]
     UnsupportedMediaType {
         /// What carried it (layer, manifest, config …), with the image or blob where known.
         what: String,

@@ -155,7 +155,7 @@ impl ImageManifest {
         for (i, layer) in self.layers.iter().enumerate() {
             media::layer_compression(&layer.media_type).map_err(|_| {
                 Error::UnsupportedMediaType {
-                    what: format!("layer {i} ({})", layer.digest),
+                    what: format!("layer {}/{} ({})", i + 1, self.layers.len(), layer.digest),
                     media_type: truncate(&layer.media_type),
                 }
             })?;
