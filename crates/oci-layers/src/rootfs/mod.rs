@@ -15,6 +15,7 @@ mod record;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -79,6 +80,19 @@ pub fn assemble(
     lock_dir: &Path,
     progress: bool,
 ) -> Result<AssembleReport> {
+    assemble_with(Ok(cache), manifest, layers, dest, lock_dir, progress)
+}
+
+/// [`assemble`] with a cache that may have failed to open, in which case the copy-based path
+/// is skipped and the fallback builds the rootfs.
+fn assemble_with(
+    cache: std::result::Result<&LayerCache, &Error>,
+    manifest: &Digest,
+    layers: &[LayerBlob],
+    dest: &Path,
+    lock_dir: &Path,
+    progress: bool,
+) -> Result<AssembleReport> {
     let record = Record {
         manifest: manifest.clone(),
         diff_ids: layers.iter().map(|l| l.diff_id.clone()).collect(),
@@ -113,9 +127,12 @@ pub fn assemble(
     std::fs::create_dir_all(dest).map_err(|e| Error::io("creating", dest, e))?;
     record::mark_partial(dest)?;
 
-    match cached_layers(cache, layers, progress, &mut report)
-        .and_then(|cached| copy_stack::copy(&cached, dest, progress))
-    {
+    let primary = match cache {
+        Ok(cache) => cached_layers(cache, layers, progress, &mut report)
+            .and_then(|cached| copy_stack::copy(&cached, dest, progress)),
+        Err(e) => Err(Error::Invalid(format!("the layer cache is unusable: {e}"))),
+    };
+    match primary {
         Ok(copy) => {
             report.method = Method::CopyStack;
             report.copy = copy;
@@ -155,7 +172,6 @@ fn cached_layers(
             }
         }
     }
-    report.extracted = missing.len();
     let total: u64 = missing
         .iter()
         .filter_map(|&i| std::fs::metadata(&layers[i].blob).ok())
@@ -166,13 +182,17 @@ fn cached_layers(
     } else {
         Progress::hidden()
     };
-    let extracted: Vec<(usize, CachedLayer)> = missing
+    // Counted by who opened a blob, not by who missed: a layer another thread or process
+    // extracted while this call waited for its lock was not extracted by this call.
+    let opened = AtomicUsize::new(0);
+    let extracted: Result<Vec<(usize, CachedLayer)>> = missing
         .par_iter()
         .map(|&i| {
             let layer = &layers[i];
             let hit = cache.get_or_extract(
                 &layer.diff_id,
                 || {
+                    opened.fetch_add(1, Ordering::Relaxed);
                     let file = std::fs::File::open(&layer.blob)
                         .map_err(|e| Error::io("opening layer blob", &layer.blob, e))?;
                     let reader: Box<dyn Read + Send> = Box::new(file);
@@ -183,8 +203,10 @@ fn cached_layers(
             )?;
             Ok((i, hit))
         })
-        .collect::<Result<_>>()?;
+        .collect();
     bar.finish();
+    report.extracted = opened.into_inner();
+    let extracted = extracted?;
     for (i, hit) in extracted {
         cached[i] = Some(hit);
     }
@@ -238,7 +260,9 @@ impl crate::store::Store {
         // Shared: an `image rm` elsewhere must not collect these blobs while they are read.
         let _lock = self.lock_shared()?;
         let image = self.get(name_or_digest)?;
-        let cache = LayerCache::open(self.home())?;
+        // A cache that cannot even be opened (its directory unwritable, or a file in the way)
+        // only rules out the copy-based path; the fallback needs no cache.
+        let cache = LayerCache::open(self.home());
         let count = image.record.layers.len();
         let layers = image
             .record
@@ -259,8 +283,8 @@ impl crate::store::Store {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        assemble(
-            &cache,
+        assemble_with(
+            cache.as_ref(),
             &image.record.manifest_digest,
             &layers,
             dest,
