@@ -18,6 +18,12 @@ pub mod frame;
 pub mod message;
 
 pub use error::{Error, Result};
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "mux")]
+pub mod mux;
+#[cfg(feature = "server")]
+pub mod server;
 pub use frame::{
     Frame, FrameDecoder, INITIAL_WINDOW, MAX_CONTROL_LEN, MAX_DATA_CHUNK, MAX_FRAME_LEN, Stream,
 };
