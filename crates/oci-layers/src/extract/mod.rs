@@ -5,6 +5,7 @@
 //! `tree`), so no entry can be created, or written through a link, outside the destination.
 //! Everything the tar controls in size is capped by the `MAX_*` constants.
 
+mod create;
 mod entry;
 mod meta;
 mod path;
