@@ -177,6 +177,7 @@ fn concurrent_threads_extract_once() {
 
 /// Not a test by itself: the body of the helper processes the tests below spawn.
 #[test]
+#[ignore = "helper body for the multi-process tests, which spawn it"]
 fn helper_process() {
     let Ok(home) = std::env::var(CHILD_HOME) else {
         return; // only meaningful when spawned by a test
@@ -219,6 +220,7 @@ fn spawn_helper(home: &Path, mode: &str) -> Child {
         .args([
             "--exact",
             "helper_process",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

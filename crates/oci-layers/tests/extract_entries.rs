@@ -359,3 +359,14 @@ fn system_tar_output_round_trips() {
         Path::new("deep")
     );
 }
+
+#[test]
+fn non_utf8_names_are_kept_as_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let sb = Sandbox::new();
+    let out = extract(&sb, &tar(&[file(b"caf\xe9\n.txt", "x")])).unwrap();
+    let name = OsStr::from_bytes(b"caf\xe9\n.txt");
+    assert_eq!(fs::read(sb.dest.join(name)).unwrap(), b"x");
+    assert_eq!(out.entries, [LayerEntry::non_dir(name)]);
+}
