@@ -1,10 +1,12 @@
 //! `cargo xtask …`: the project's build, test, demo and benchmark tasks.
 
 mod bench;
+mod cpio;
 mod demo;
 mod deps;
 mod fuzz;
 mod image;
+mod kernel;
 mod sh;
 mod test;
 
@@ -31,6 +33,8 @@ enum Task {
     Bench(bench::Args),
     /// Run every cargo-fuzz target for a while (needs cargo-fuzz and the nightly toolchain).
     Fuzz(fuzz::Args),
+    /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout.
+    Kernel(kernel::Args),
 }
 
 fn main() -> Result<()> {
@@ -39,5 +43,6 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Kernel(args) => kernel::run(args),
     }
 }
