@@ -8,7 +8,7 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 2] = ["extract_layer", "parse_image_json"];
+pub const TARGETS: [&str; 3] = ["extract_layer", "parse_image_json", "protocol_frames"];
 
 /// Arguments of `cargo xtask fuzz`.
 #[derive(ClapArgs)]
