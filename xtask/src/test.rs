@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::{fuzz, sh};
+use crate::{fuzz, kernel, sh};
 
 /// Arguments of `cargo xtask test`.
 #[derive(ClapArgs)]
@@ -32,9 +32,12 @@ pub fn run(args: Args) -> Result<()> {
             "warnings",
         ]))?;
     }
+    // The guest kernel boot tests find the kernel through this; a no-op once it is cached.
+    let kernel_dir = kernel::build(&kernel::Args::default())?;
     sh::run(
         sh::cargo()
             .args(["test", "--workspace", "--all-targets"])
+            .env("BOXLITE_KERNEL_DIR", &kernel_dir)
             .args(&args.rest),
     )?;
     sh::run(sh::cargo().args(["test", "--workspace", "--doc"]))?;

@@ -3,6 +3,7 @@
 //! `cargo xtask test` builds the kernel first and exports `BOXLITE_KERNEL_DIR`; a plain
 //! `cargo test` skips these tests with a reason.
 
+use std::ffi::OsString;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,6 +45,9 @@ __attribute__((force_align_arg_pointer, noreturn)) void _start(void) {
 }
 "#;
 
+/// A static /init (glibc) that checks the guest features one by one; see the file.
+const PROBE_C: &str = include_str!("probe.c");
+
 fn kernel_dir() -> Option<PathBuf> {
     match std::env::var_os("BOXLITE_KERNEL_DIR") {
         Some(dir) => Some(PathBuf::from(dir)),
@@ -57,21 +61,16 @@ fn kernel_dir() -> Option<PathBuf> {
     }
 }
 
-/// Compiles the test /init and packs it with /dev/console into a gzip newc initramfs.
-fn initramfs(dir: &Path) -> PathBuf {
-    let src = dir.join("init.c");
-    let bin = dir.join("init");
-    std::fs::write(&src, INIT_C).unwrap();
+/// Compiles `source` as a static /init with `flags` and packs it with /dev/console into a
+/// gzip newc initramfs.
+fn initramfs(dir: &Path, name: &str, source: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join(format!("{name}.c"));
+    let bin = dir.join(name);
+    std::fs::write(&src, source).unwrap();
     let out = Command::new("gcc")
-        .args([
-            "-static",
-            "-nostdlib",
-            "-ffreestanding",
-            "-fno-stack-protector",
-            "-fno-asynchronous-unwind-tables",
-            "-O2",
-            "-o",
-        ])
+        .args(["-static", "-O2", "-Wall"])
+        .args(flags)
+        .arg("-o")
         .arg(&bin)
         .arg(&src)
         .output()
@@ -81,7 +80,7 @@ fn initramfs(dir: &Path) -> PathBuf {
         "gcc: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let path = dir.join("initramfs.cpio.gz");
+    let path = dir.join(format!("{name}.cpio.gz"));
     let mut a = cpio::gzip(std::fs::File::create(&path).unwrap());
     a.dir("dev", 0o755).unwrap();
     a.char_dev("dev/console", 0o600, 5, 1).unwrap();
@@ -91,8 +90,10 @@ fn initramfs(dir: &Path) -> PathBuf {
     path
 }
 
-/// Boots `kernel`; returns the wall-clock time from starting QEMU to the /init line.
-fn boot(kernel: &Path, initrd: &Path) -> Duration {
+/// Boots `kernel` with `devices` (extra QEMU arguments) until it powers off; returns the
+/// wall-clock time from starting QEMU to the first console line containing `marker`, and
+/// the whole console output.
+fn boot(kernel: &Path, initrd: &Path, devices: &[OsString], marker: &str) -> (Duration, String) {
     let start = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-M", "microvm,acpi=off", "-accel", "tcg", "-m", "256"])
@@ -103,6 +104,7 @@ fn boot(kernel: &Path, initrd: &Path) -> Duration {
         .arg("-initrd")
         .arg(initrd)
         .args(["-append", "console=ttyS0 reboot=t panic=-1 quiet"])
+        .args(devices)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -116,14 +118,14 @@ fn boot(kernel: &Path, initrd: &Path) -> Duration {
     ]
     .into_iter()
     .map(|mut pipe| {
-        let (console, seen) = (console.clone(), seen.clone());
+        let (console, seen, marker) = (console.clone(), seen.clone(), marker.to_owned());
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n @ 1..) = pipe.read(&mut buf) {
                 let mut c = console.lock().unwrap();
                 c.extend_from_slice(&buf[..n]);
                 let mut s = seen.lock().unwrap();
-                if s.is_none() && String::from_utf8_lossy(&c).contains(HELLO) {
+                if s.is_none() && String::from_utf8_lossy(&c).contains(&marker) {
                     *s = Some(start.elapsed());
                 }
             }
@@ -155,7 +157,7 @@ fn boot(kernel: &Path, initrd: &Path) -> Duration {
     let seen = *seen.lock().unwrap();
     let Some(at) = seen else {
         panic!(
-            "{} never printed {HELLO:?} (QEMU {status}); console tail:\n{}",
+            "{} never printed {marker:?} (QEMU {status}); console tail:\n{}",
             kernel.display(),
             tail(&console)
         );
@@ -165,14 +167,25 @@ fn boot(kernel: &Path, initrd: &Path) -> Duration {
         "QEMU exited with {status} after /init rebooted; console tail:\n{}",
         tail(&console)
     );
-    at
+    let console = String::from_utf8_lossy(&console.lock().unwrap()).into_owned();
+    (at, console)
 }
 
 #[test]
 fn pvh_vmlinux_and_bzimage_boot_to_init_under_tcg() {
     let Some(dir) = kernel_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let initrd = initramfs(tmp.path());
+    let initrd = initramfs(
+        tmp.path(),
+        "hello",
+        INIT_C,
+        &[
+            "-nostdlib",
+            "-ffreestanding",
+            "-fno-stack-protector",
+            "-fno-asynchronous-unwind-tables",
+        ],
+    );
     // One after the other, so the timings do not compete for the CPUs.
     for image in ["vmlinux", "bzImage"] {
         let kernel = dir.join(image);
@@ -181,7 +194,81 @@ fn pvh_vmlinux_and_bzimage_boot_to_init_under_tcg() {
             "{} is missing; rebuild with `cargo xtask kernel`",
             kernel.display()
         );
-        let at = boot(&kernel, &initrd);
+        let (at, _) = boot(&kernel, &initrd, &[], HELLO);
         eprintln!("{image}: /init spoke after {at:.2?} (wall clock, QEMU TCG)");
     }
+}
+
+#[test]
+fn guest_features_work_on_virtio_mmio_devices() {
+    let Some(dir) = kernel_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let initrd = initramfs(tmp.path(), "probe", PROBE_C, &[]);
+    // The ext4 image the probe mounts from virtio-blk and stacks an overlay on.
+    let content = tmp.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    std::fs::write(content.join("hello"), "from-host\n").unwrap();
+    let disk = tmp.path().join("disk.ext4");
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-d"])
+        .arg(&content)
+        .arg(&disk)
+        .arg("8M")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hvc = tmp.path().join("hvc.txt");
+    let mut drive = OsString::from("id=d0,format=raw,if=none,file=");
+    drive.push(&disk);
+    let mut chardev = OsString::from("file,id=c0,path=");
+    chardev.push(&hvc);
+    let devices: Vec<OsString> = [
+        "-drive".into(),
+        drive,
+        "-device".into(),
+        "virtio-blk-device,drive=d0".into(),
+        "-netdev".into(),
+        "user,id=n0".into(),
+        "-device".into(),
+        "virtio-net-device,netdev=n0".into(),
+        "-device".into(),
+        "virtio-rng-device".into(),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-chardev".into(),
+        chardev,
+        "-device".into(),
+        "virtconsole,chardev=c0".into(),
+    ]
+    .into();
+    let (_, console) = boot(&dir.join("vmlinux"), &initrd, &devices, "probe: done");
+    let failed: Vec<&str> = console.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(
+        failed.is_empty(),
+        "guest checks failed:\n{}\nconsole:\n{console}",
+        failed.join("\n")
+    );
+    // Each device sits on the virtio-mmio bus with its driver bound (ids from the virtio spec).
+    for bound in [
+        "virtio 0x0001 virtio_net",
+        "virtio 0x0002 virtio_blk",
+        "virtio 0x0003 virtio_console",
+        "virtio 0x0004 virtio_rng",
+    ] {
+        assert!(
+            console.lines().any(|l| l == bound),
+            "no `{bound}` line; console:\n{console}"
+        );
+    }
+    let oks = console.lines().filter(|l| l.starts_with("ok ")).count();
+    assert!(
+        oks >= 30,
+        "only {oks} checks reported ok; console:\n{console}"
+    );
+    // The tty layer turns "\n" into "\r\n" (ONLCR) on the way out.
+    assert_eq!(std::fs::read_to_string(&hvc).unwrap(), "boxlite-hvc\r\n");
 }
