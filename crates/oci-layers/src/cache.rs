@@ -4,8 +4,10 @@
 //! Layout under `<home>/layers/`:
 //!
 //! - `<alg>/<hex>/rootfs/` — the extracted tree; `<alg>/<hex>/entries` — its explicit
-//!   entries (whiteout markers included). A directory here is always complete: it appears
-//!   only by one atomic `rename` of a staging directory whose data was synced first.
+//!   entries (whiteout markers included); `<alg>/<hex>/stamp` — the boot it was written in
+//!   (see [`crate::durability`]). A directory here is always complete: it appears only by
+//!   one atomic `rename` of a fully written staging directory, and one written without a
+//!   sync in an earlier boot (whose data a crash may have lost) reads as absent.
 //! - `tmp/<hex>.<pid>.<n>/` — staging (and trees being removed), owned by whoever holds the
 //!   layer's lock; a later run removes those it can take the lock of.
 //! - `locks/<hex>.lock` — the per-layer `flock`: one process extracts, others wait for it
@@ -22,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use whiteout::{EntryKind, LayerEntry};
 
 use crate::digest::{Algorithm, Digest};
+use crate::durability::Stamp;
 use crate::error::{Error, Result};
 use crate::extract::{ExtractOptions, MAX_ENTRIES, extract_layer, remove_path};
 use crate::lock::FileLock;
@@ -32,6 +35,10 @@ use crate::spec::Compression;
 const INDEX_MAGIC: &[u8] = b"boxlite layer entries v1\n";
 /// Name of the entry index inside a layer's directory.
 const INDEX_FILE: &str = "entries";
+/// Name of the durability stamp inside a layer's directory.
+const STAMP_FILE: &str = "stamp";
+/// A stamp is a boot id and a flag; anything longer is not ours.
+const MAX_STAMP_BYTES: u64 = 4096;
 /// Name of the extracted tree inside a layer's directory.
 const ROOTFS_DIR: &str = "rootfs";
 
@@ -78,6 +85,9 @@ impl LayerCache {
     /// The layer `diff_id` if it is cached (and complete, which every cached layer is).
     pub fn lookup(&self, diff_id: &Digest) -> Result<Option<CachedLayer>> {
         let dir = self.layer_dir(diff_id);
+        if !read_stamp(&dir.join(STAMP_FILE)).is_some_and(|stamp| stamp.trusted()) {
+            return Ok(None);
+        }
         let index = dir.join(INDEX_FILE);
         let bytes = match fs::read(&index) {
             Ok(bytes) => bytes,
@@ -148,7 +158,7 @@ impl LayerCache {
         })
     }
 
-    /// Extracts into `staging`, verifies the diff_id, writes the index and syncs it all.
+    /// Extracts into `staging`, verifies the diff_id, writes the index and the stamp.
     fn fill(
         &self,
         staging: &Path,
@@ -187,10 +197,13 @@ impl LayerCache {
         let index = staging.join(INDEX_FILE);
         write_index(&index, diff_id, &extracted.entries)
             .map_err(|e| Error::io("writing layer index", &index, e))?;
-        // One syncfs makes every file of the layer durable before the rename publishes it,
-        // far cheaper than an fsync per file.
-        let dir = File::open(&rootfs).map_err(|e| Error::io("opening", &rootfs, e))?;
-        rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncing", &rootfs, e.into()))?;
+        // Stamped with this boot instead of synced: a crash before the data reaches the disk
+        // means a new boot, in which this entry reads as absent and is extracted again.
+        let stamp = Stamp::publish(&rootfs)?;
+        let stamp_path = staging.join(STAMP_FILE);
+        let json = serde_json::to_vec(&stamp)
+            .map_err(|e| Error::Invalid(format!("serialising layer stamp: {e}")))?;
+        fs::write(&stamp_path, json).map_err(|e| Error::io("writing", &stamp_path, e))?;
         Ok(extracted.entries)
     }
 
@@ -365,6 +378,14 @@ fn parse_index(bytes: &[u8], diff_id: &Digest) -> std::result::Result<Vec<LayerE
         return Err("entry count does not match".into());
     }
     Ok(entries)
+}
+
+/// The stamp at `path`, or `None` if it is missing or unreadable (an untrusted entry).
+fn read_stamp(path: &Path) -> Option<Stamp> {
+    let file = File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(MAX_STAMP_BYTES).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 pub mod builder;
 pub mod cache;
 pub mod digest;
+pub mod durability;
 pub mod error;
 pub mod extract;
 pub mod image;

@@ -390,3 +390,41 @@ fn hostile_and_broken_layers_cache_nothing() {
     assert!(cache.list().unwrap().is_empty());
     assert!(dir_names(&home.path().join("layers/tmp")).is_empty());
 }
+
+#[test]
+fn an_unsynced_layer_from_an_earlier_boot_is_extracted_again() {
+    let home = tempfile::tempdir().unwrap();
+    let cache = LayerCache::open(home.path()).unwrap();
+    let (blob, diff_id) = layer("boot");
+    let calls = AtomicUsize::new(0);
+    let extract = |calls| {
+        cache
+            .get_or_extract(
+                &diff_id,
+                opener(blob.clone(), Duration::ZERO, calls),
+                "image test layer 1/1",
+                &Progress::hidden(),
+            )
+            .unwrap()
+    };
+    extract(&calls);
+    let stamp = cache.layer_dir(&diff_id).join("stamp");
+    let written: serde_json::Value = serde_json::from_slice(&fs::read(&stamp).unwrap()).unwrap();
+    assert_eq!(written["synced"], false, "{written}");
+
+    // As if the machine had crashed and rebooted before the data reached the disk.
+    let earlier = r#"{"boot_id":"00000000-0000-0000-0000-000000000000","synced":false}"#;
+    fs::write(&stamp, earlier).unwrap();
+    assert!(cache.lookup(&diff_id).unwrap().is_none());
+    check_layer(&extract(&calls), "boot");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the untrusted entry was redone"
+    );
+
+    // The same entry synced before that boot ended is trusted.
+    let synced = r#"{"boot_id":"00000000-0000-0000-0000-000000000000","synced":true}"#;
+    fs::write(&stamp, synced).unwrap();
+    assert!(cache.lookup(&diff_id).unwrap().is_some());
+}

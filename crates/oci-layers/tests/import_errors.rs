@@ -163,7 +163,7 @@ fn unknown_layer_media_type() {
     assert!(matches!(err, Error::UnsupportedMediaType { .. }), "{err}");
     let msg = err.to_string();
     assert!(
-        msg.contains("application/vnd.example.layer+rar") && msg.contains("layer 1"),
+        msg.contains("application/vnd.example.layer+rar") && msg.contains("layer 2/3"),
         "{msg}"
     );
 }

@@ -81,7 +81,7 @@ fn check_cache(home: &Path, diff_ids: &[Digest]) {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         names.sort();
-        assert_eq!(names, ["entries", "rootfs"], "{}", dir.display());
+        assert_eq!(names, ["entries", "rootfs", "stamp"], "{}", dir.display());
     }
     assert_eq!(cache_staging(home), Vec::<String>::new());
 }

@@ -149,7 +149,6 @@ fn assemble_with(
             })?;
         }
     }
-    sync(dest)?;
     record::mark_complete(dest, &record)?;
     Ok(report)
 }
@@ -230,12 +229,6 @@ fn clear(dest: &Path) -> Result<()> {
             .map_err(|e| Error::Invalid(format!("clearing {}: {e}", dest.display())))?;
     }
     Ok(())
-}
-
-/// Flushes the filesystem holding `dest`, so the completion record never outlives the data.
-fn sync(dest: &Path) -> Result<()> {
-    let dir = std::fs::File::open(dest).map_err(|e| Error::io("opening", dest, e))?;
-    rustix::fs::syncfs(&dir).map_err(|e| Error::io("syncing", dest, e.into()))
 }
 
 /// A lock file name unique to the destination's absolute path.

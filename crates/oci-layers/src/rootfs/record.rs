@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
+use crate::durability::Stamp;
 use crate::error::{Error, Result};
 
 /// Set while assembly is writing into the destination.
@@ -30,6 +31,14 @@ pub struct Record {
     pub diff_ids: Vec<Digest>,
 }
 
+/// A [`Record`] as stored: with the stamp that says whether its contents survived.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    record: Record,
+    stamp: Stamp,
+}
+
 /// What the destination directory holds before assembly starts.
 #[derive(Debug, PartialEq, Eq)]
 pub enum State {
@@ -37,7 +46,8 @@ pub enum State {
     Empty,
     /// A complete rootfs of the recorded image.
     Complete(Record),
-    /// A rootfs that was being assembled when its process stopped: to be cleared and redone.
+    /// A rootfs that was being assembled when its process stopped, or one completed without a
+    /// sync before the machine rebooted: to be cleared and redone.
     Partial,
     /// A non-empty directory boxlite did not assemble: never touched.
     Foreign,
@@ -57,13 +67,16 @@ pub fn state(dest: &Path) -> Result<State> {
         Ok(_) => {}
     }
     if let Some(bytes) = get(dest, COMPLETE_XATTR)? {
-        let record = serde_json::from_slice(&bytes).map_err(|e| {
+        let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
             Error::Invalid(format!(
                 "rootfs destination {} has an unreadable completion record ({e}); remove it and unpack again",
                 dest.display()
             ))
         })?;
-        return Ok(State::Complete(record));
+        if !stored.stamp.trusted() {
+            return Ok(State::Partial);
+        }
+        return Ok(State::Complete(stored.record));
     }
     if get(dest, PARTIAL_XATTR)?.is_some() {
         return Ok(State::Partial);
@@ -83,9 +96,13 @@ pub fn mark_partial(dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Marks `dest` as complete with `record`; call only after its contents are synced.
+/// Marks `dest` as complete with `record`, once everything in it is written.
 pub fn mark_complete(dest: &Path, record: &Record) -> Result<()> {
-    let json = serde_json::to_vec(record)
+    let stored = Stored {
+        record: record.clone(),
+        stamp: Stamp::publish(dest)?,
+    };
+    let json = serde_json::to_vec(&stored)
         .map_err(|e| Error::Invalid(format!("serialising rootfs record: {e}")))?;
     set(dest, COMPLETE_XATTR, &json)?;
     match rustix::fs::removexattr(dest, PARTIAL_XATTR) {
@@ -143,7 +160,23 @@ mod tests {
             diff_ids: vec![Digest::of(crate::Algorithm::Sha256, b"l")],
         };
         mark_complete(&dest, &record).unwrap();
-        assert_eq!(state(&dest).unwrap(), State::Complete(record));
+        assert_eq!(state(&dest).unwrap(), State::Complete(record.clone()));
+
+        // The same record from an earlier boot, never synced: its data may be lost.
+        let earlier = Stored {
+            record,
+            stamp: Stamp {
+                boot_id: "00000000-0000-0000-0000-000000000000".into(),
+                synced: false,
+            },
+        };
+        set(
+            &dest,
+            COMPLETE_XATTR,
+            &serde_json::to_vec(&earlier).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(state(&dest).unwrap(), State::Partial);
     }
 
     #[test]
