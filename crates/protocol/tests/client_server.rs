@@ -530,3 +530,26 @@ async fn dropping_an_exec_call_cancels_it() {
     .await;
     p.client.ping().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_for_a_blocked_execution_never_stall_the_connection() {
+    let p = pair().await;
+    within(30, async {
+        let mut run = p.client.exec(req(&["flood"])).await.unwrap();
+        // The agent's task is stuck writing stdout; the host piles up events for it.
+        for i in 1..=500u16 {
+            run.resize(i, 80).await.unwrap();
+        }
+        run.signal(2, false).await.unwrap();
+        // The connection still reads: pings answer, other executions run.
+        p.client.ping().await.unwrap();
+        let mut other = p.client.exec(req(&["echo", "ok"])).await.unwrap();
+        assert_eq!(read_all(other.stdout.as_mut().unwrap()).await, b"ok");
+        let out = read_all(run.stdout.as_mut().unwrap()).await;
+        assert!(out[..1_000_000] == pattern(0, 1_000_000));
+        // Resizes were coalesced to the latest.
+        assert_eq!(&out[1_000_000..], b"500x80");
+        assert!(run.wait().await.unwrap().success());
+    })
+    .await;
+}

@@ -182,9 +182,14 @@ impl Client {
             // On a local error `open` is dropped armed: the agent is told to cancel before
             // the transfer stream could end with EOF.
             copied = copy => copied?,
+            // The agent may answer before taking everything (it refused, or it has read
+            // the archive's end): its answer is the result.
             end = wait_end(&mut events) => {
                 open.disarm();
-                return end.map(|_| ());
+                return match end? {
+                    End::Done => Ok(()),
+                    other => Err(other.into_error()),
+                };
             }
         }
         let end = wait_end(&mut open.events).await;

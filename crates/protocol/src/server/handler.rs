@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::{Download, EVENT_QUEUE, Exec, ExecEvent, Reply, Request, ShutdownReply, Upload};
+use super::events::{EventSender, events};
+use super::{Download, Exec, ExecEvent, Reply, Request, ShutdownReply, Upload};
 use crate::error::Result;
 use crate::frame::Stream;
 use crate::message::{ErrorKind, GuestMessage, HostMessage, decode_host_message};
@@ -15,7 +16,7 @@ use crate::mux::{Handler, Lane, Link};
 pub(crate) struct ServerHandler {
     requests: mpsc::Sender<Request>,
     /// Where each running execution's events go.
-    events: HashMap<u32, mpsc::Sender<ExecEvent>>,
+    events: HashMap<u32, EventSender>,
 }
 
 impl ServerHandler {
@@ -35,7 +36,7 @@ impl ServerHandler {
         message: String,
     ) -> Result<()> {
         if channel != 0 && link.is_open(channel) {
-            self.cancel(link, channel).await;
+            self.cancel(link, channel);
         }
         let lane = if channel == 0 {
             Lane::Urgent
@@ -47,10 +48,10 @@ impl ServerHandler {
     }
 
     /// Ends `channel` locally and tells its execution (if any) to kill its process group.
-    async fn cancel(&mut self, link: &Link, channel: u32) {
+    fn cancel(&mut self, link: &Link, channel: u32) {
         link.close_channel(channel, "the host cancelled the request");
         if let Some(tx) = self.events.remove(&channel) {
-            let _ = tx.send(ExecEvent::Cancel).await;
+            tx.send(ExecEvent::Cancel);
         }
     }
 
@@ -97,8 +98,8 @@ impl ServerHandler {
                 .await
             }
             HostMessage::Exec(request) => {
-                self.events.retain(|_, tx| !tx.is_closed());
-                let (tx, events) = mpsc::channel(EVENT_QUEUE);
+                self.events.retain(|_, tx| !tx.is_abandoned());
+                let (tx, events) = events();
                 self.events.insert(channel, tx);
                 let exec = Exec {
                     request,
@@ -130,17 +131,16 @@ impl ServerHandler {
                 Ok(())
             }
             HostMessage::Signal { signal, group } => {
-                self.event(channel, ExecEvent::Signal { signal, group })
-                    .await;
+                self.event(channel, ExecEvent::Signal { signal, group });
                 Ok(())
             }
             HostMessage::Resize { rows, cols } => {
-                self.event(channel, ExecEvent::Resize { rows, cols }).await;
+                self.event(channel, ExecEvent::Resize { rows, cols });
                 Ok(())
             }
             HostMessage::Cancel {} => {
                 if link.is_open(channel) {
-                    self.cancel(link, channel).await;
+                    self.cancel(link, channel);
                 }
                 Ok(())
             }
@@ -153,10 +153,12 @@ impl ServerHandler {
 
     /// Passes an event to a running execution; one that has ended (the event raced with
     /// its exit) or never was ignores it.
-    async fn event(&mut self, channel: u32, event: ExecEvent) {
+    fn event(&mut self, channel: u32, event: ExecEvent) {
         if let Some(tx) = self.events.get(&channel) {
-            if tx.send(event).await.is_err() {
+            if tx.is_abandoned() {
                 self.events.remove(&channel);
+            } else {
+                tx.send(event);
             }
         }
     }

@@ -34,7 +34,10 @@
 //! Handle each request in its own task: while `next_request` is not polled, the
 //! connection stops reading (control messages are not flow-controlled, so this is where
 //! they are held back), which also holds back window grants for the agent's outputs.
+//! An execution's events never hold the connection back: they are coalesced
+//! ([`ExecEvents`]), so a task blocked writing output may take them whenever it can.
 
+mod events;
 mod handler;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -44,16 +47,12 @@ use crate::error::{Error, Result};
 use crate::message::{ErrorKind, ExecRequest, ExitStatus, GuestMessage, Hello};
 use crate::mux::{self, Lane, Link, Stats, StreamReader, StreamWriter};
 
+pub use events::ExecEvents;
+
 use handler::ServerHandler;
 
 /// Requests delivered but not yet taken by the agent; more wait in the transport.
 const REQUEST_QUEUE: usize = 16;
-
-/// Signals and resizes per execution not yet taken by the agent's task for it.
-///
-/// Beyond this the connection waits for the task (see the module docs), so a task must
-/// keep taking its events while the process runs.
-pub const EVENT_QUEUE: usize = 16;
 
 /// The guest's end of the connection to the host.
 pub struct Connection {
@@ -94,7 +93,7 @@ pub struct Exec {
     /// Where the process's stderr goes (close it at once with a tty).
     pub stderr: StreamWriter,
     /// Signals, resizes and cancellation from the host for this process.
-    pub events: mpsc::Receiver<ExecEvent>,
+    pub events: ExecEvents,
     /// Answer `started`, then `exit` (or `error` if it could not start).
     pub reply: Reply,
 }

@@ -178,6 +178,26 @@ async fn run(mut exec: Exec, stats: protocol::mux::Stats, files: Files) {
                 }
             }
         }
+        "flood" => {
+            // Writes 1 MB (blocking on the window while the host does not read), then
+            // reports the last resize and exits on the first signal.
+            reply.started(109).await.unwrap();
+            exec.stdout.write_all(&pattern(0, 1_000_000)).await.unwrap();
+            let mut last = None;
+            while let Some(event) = exec.events.recv().await {
+                match event {
+                    ExecEvent::Resize { rows, cols } => last = Some((rows, cols)),
+                    ExecEvent::Signal { .. } => break,
+                    ExecEvent::Cancel => return,
+                }
+            }
+            let (rows, cols) = last.unwrap_or_default();
+            exec.stdout
+                .write_all(format!("{rows}x{cols}").as_bytes())
+                .await
+                .unwrap();
+            reply.exit(exited(0)).await.unwrap();
+        }
         "nostdin" => {
             // Never reads stdin; reports the connection's stats when signalled.
             reply.started(105).await.unwrap();
