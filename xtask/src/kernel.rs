@@ -454,6 +454,60 @@ mod tests {
     }
 
     #[test]
+    fn a_tarball_unpacks_once_without_its_top_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("linux-9.9");
+        fs::create_dir(&top).unwrap();
+        fs::write(top.join("Makefile"), "VERSION = 9\n").unwrap();
+        fs::write(top.join("Kconfig"), "").unwrap();
+        let tarball = dir.path().join("linux-9.9.tar.gz");
+        sh::run(
+            Command::new("tar")
+                .arg("-czf")
+                .arg(&tarball)
+                .arg("-C")
+                .arg(dir.path())
+                .arg("linux-9.9"),
+        )
+        .unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir(&work).unwrap();
+        let source = Source::resolve(Some(&tarball)).unwrap();
+        assert!(source.is_tarball());
+        let tree = source.prepare(&work).unwrap();
+        assert_eq!(tree.src, work.join("linux"));
+        assert_eq!(tree.obj, tree.src, "tarballs build in place");
+        assert_eq!(
+            fs::read_to_string(tree.src.join("Makefile")).unwrap(),
+            "VERSION = 9\n"
+        );
+        // A second prepare reuses the tree (and its objects) instead of unpacking again.
+        fs::write(tree.src.join("built.o"), "").unwrap();
+        source.prepare(&work).unwrap();
+        assert!(tree.src.join("built.o").exists());
+        assert!(!work.join("linux.unpack").exists());
+        // A tarball without a kernel tree is refused before anything is built.
+        fs::remove_file(top.join("Kconfig")).unwrap();
+        let bad = dir.path().join("bad.tar");
+        sh::run(
+            Command::new("tar")
+                .arg("-cf")
+                .arg(&bad)
+                .arg("-C")
+                .arg(dir.path())
+                .arg("linux-9.9"),
+        )
+        .unwrap();
+        let err = Source::resolve(Some(&bad))
+            .unwrap()
+            .prepare(&dir.path().join("work2"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("does not hold a kernel tree"), "{err}");
+    }
+
+    #[test]
     fn sources_must_be_trees_or_tarballs() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("linux.zip");
