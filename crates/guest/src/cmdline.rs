@@ -1,0 +1,319 @@
+//! The agent's boot settings, read from the kernel command line.
+//!
+//! The host (engine) appends `boxlite.*` keys to the kernel command line; the kernel leaves keys
+//! with a dot alone (they are module parameters of a module that does not exist), so they reach
+//! `/proc/cmdline` untouched. Every key is optional:
+//!
+//! | key                    | default      | meaning                                                        |
+//! |------------------------|--------------|----------------------------------------------------------------|
+//! | `boxlite.root`         | `/dev/vda`   | the image's base disk, mounted read-only (overlay lower layer) |
+//! | `boxlite.rootfstype`   | `ext4`       | its filesystem type                                            |
+//! | `boxlite.data`         | `/dev/vdb`   | the box's writable disk (overlay upper); `tmpfs` for none: changes then live in memory and vanish at shutdown |
+//! | `boxlite.datafstype`   | `ext4`       | its filesystem type (the host formats it when the box is created; the agent never formats) |
+//! | `boxlite.hostname`     | `boxlite`    | the hostname, also written to the box's `/etc/hosts`           |
+//! | `boxlite.dns`          | (none)       | comma-separated nameserver addresses for the box's `/etc/resolv.conf` (at most 3); without it the image's file is kept |
+//! | `boxlite.port`         | `/dev/hvc0`  | the character device that carries the protocol                 |
+//!
+//! Example: `console=ttyS0 reboot=t boxlite.root=/dev/vda boxlite.data=/dev/vdb
+//! boxlite.hostname=web-1 boxlite.dns=10.0.2.3`.
+//!
+//! The kernel console must not be the protocol port (`console=hvc0` would mix kernel messages
+//! into the protocol stream): use `ttyS0` or another port. Values may be double-quoted as the
+//! kernel allows (`key="a b"`). Unknown `boxlite.*` keys are reported as warnings and ignored, so
+//! an older agent boots with a newer host; a malformed value is an error, because it means a
+//! host bug that would otherwise surface later as a confusing failure.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use crate::error::{Error, Result};
+
+/// The longest `/proc/cmdline` read; x86's `COMMAND_LINE_SIZE` is 2048 and no architecture
+/// goes beyond a few KiB, so anything longer is not a kernel command line.
+pub const MAX_CMDLINE_LEN: usize = 64 * 1024;
+
+/// The most nameservers in `resolv.conf`: glibc's `MAXNS` ignores any after the third.
+pub const MAX_NAMESERVERS: usize = 3;
+
+/// The longest hostname Linux accepts (`__NEW_UTS_LEN`).
+pub const MAX_HOSTNAME_LEN: usize = 64;
+
+/// Where the box's writable layer lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DataDisk {
+    /// A block device with a filesystem made by the host.
+    Device {
+        /// The device node, e.g. `/dev/vdb`.
+        path: PathBuf,
+        /// Its filesystem type, e.g. `ext4`.
+        fstype: String,
+    },
+    /// No disk: the writable layer is a tmpfs and is lost at shutdown.
+    Tmpfs,
+}
+
+/// The agent's settings for one boot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The image's read-only base disk.
+    pub root: PathBuf,
+    /// The base disk's filesystem type.
+    pub root_fstype: String,
+    /// The box's writable layer.
+    pub data: DataDisk,
+    /// The box's hostname.
+    pub hostname: String,
+    /// Nameservers for the box's `/etc/resolv.conf`; empty keeps the image's file.
+    pub dns: Vec<IpAddr>,
+    /// The character device that carries the protocol.
+    pub port: PathBuf,
+}
+
+impl Default for BootConfig {
+    fn default() -> Self {
+        BootConfig {
+            root: PathBuf::from("/dev/vda"),
+            root_fstype: "ext4".into(),
+            data: DataDisk::Device {
+                path: PathBuf::from("/dev/vdb"),
+                fstype: "ext4".into(),
+            },
+            hostname: "boxlite".into(),
+            dns: Vec::new(),
+            port: PathBuf::from("/dev/hvc0"),
+        }
+    }
+}
+
+/// Parses a kernel command line into the boot settings and warnings about keys it ignored.
+pub fn parse(cmdline: &str) -> Result<(BootConfig, Vec<String>)> {
+    if cmdline.len() > MAX_CMDLINE_LEN {
+        return Err(invalid(format!(
+            "the kernel command line is {} bytes, over the {MAX_CMDLINE_LEN}-byte limit",
+            cmdline.len()
+        )));
+    }
+    let mut config = BootConfig::default();
+    let mut warnings = Vec::new();
+    let (mut data, mut data_fstype) = (None, None);
+    for word in words(cmdline) {
+        let Some(key) = word.strip_prefix("boxlite.") else {
+            continue;
+        };
+        let Some((key, value)) = key.split_once('=') else {
+            warnings.push(format!("boxlite.{key}: ignored, it has no `=value`"));
+            continue;
+        };
+        match key {
+            "root" => config.root = device(key, value)?,
+            "rootfstype" => config.root_fstype = fstype(key, value)?,
+            "data" if value == "tmpfs" => data = Some(None),
+            "data" => data = Some(Some(device(key, value)?)),
+            "datafstype" => data_fstype = Some(fstype(key, value)?),
+            "hostname" => config.hostname = hostname(value)?,
+            "dns" => config.dns = nameservers(value)?,
+            "port" => config.port = device(key, value)?,
+            _ => warnings.push(format!("boxlite.{key}: unknown key, ignored")),
+        }
+    }
+    let fstype = data_fstype.unwrap_or_else(|| "ext4".into());
+    config.data = match data {
+        Some(None) => DataDisk::Tmpfs,
+        Some(Some(path)) => DataDisk::Device { path, fstype },
+        None => DataDisk::Device {
+            path: PathBuf::from("/dev/vdb"),
+            fstype,
+        },
+    };
+    Ok((config, warnings))
+}
+
+/// The command line's words, with the kernel's double-quote rule: quotes group spaces and are
+/// removed (`a="b c"` is the word `a=b c`).
+fn words(cmdline: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut started = false;
+    for c in cmdline.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                started = true;
+            }
+            c if c.is_ascii_whitespace() && !quoted => {
+                if started {
+                    out.push(std::mem::take(&mut word));
+                    started = false;
+                }
+            }
+            c => {
+                word.push(c);
+                started = true;
+            }
+        }
+    }
+    if started {
+        out.push(word);
+    }
+    out
+}
+
+fn invalid(message: String) -> Error {
+    Error::Invalid(message)
+}
+
+fn device(key: &str, value: &str) -> Result<PathBuf> {
+    let ok = value.starts_with("/dev/")
+        && value.len() > 5
+        && !value.split('/').any(|c| c == "..")
+        && value.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(invalid(format!(
+            "boxlite.{key}={value:?}: expected a device path under /dev, like /dev/vdb"
+        )));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn fstype(key: &str, value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !ok {
+        return Err(invalid(format!(
+            "boxlite.{key}={value:?}: expected a filesystem type name, like ext4"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn hostname(value: &str) -> Result<String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if value.is_empty() || value.len() > MAX_HOSTNAME_LEN || !value.split('.').all(label_ok) {
+        return Err(invalid(format!(
+            "boxlite.hostname={value:?}: expected up to {MAX_HOSTNAME_LEN} characters of \
+             dot-separated labels of letters, digits and inner hyphens"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn nameservers(value: &str) -> Result<Vec<IpAddr>> {
+    let list = value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpAddr>().map_err(|_| {
+                invalid(format!(
+                    "boxlite.dns: {s:?} is not an IP address (expected e.g. 10.0.2.3,1.1.1.1)"
+                ))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if list.len() > MAX_NAMESERVERS {
+        return Err(invalid(format!(
+            "boxlite.dns lists {} nameservers; resolv.conf uses at most {MAX_NAMESERVERS}",
+            list.len()
+        )));
+    }
+    Ok(list)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_when_no_keys() {
+        let (config, warnings) = parse("console=ttyS0 reboot=t quiet\n").unwrap();
+        assert_eq!(config, BootConfig::default());
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn all_keys() {
+        let line = "console=ttyS0 boxlite.root=/dev/vdc boxlite.rootfstype=erofs \
+                    boxlite.data=/dev/vdd boxlite.datafstype=xfs boxlite.hostname=web-1.local \
+                    boxlite.dns=10.0.2.3,2001:db8::1 boxlite.port=/dev/hvc1";
+        let (config, warnings) = parse(line).unwrap();
+        assert_eq!(
+            config,
+            BootConfig {
+                root: "/dev/vdc".into(),
+                root_fstype: "erofs".into(),
+                data: DataDisk::Device {
+                    path: "/dev/vdd".into(),
+                    fstype: "xfs".into()
+                },
+                hostname: "web-1.local".into(),
+                dns: vec!["10.0.2.3".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+                port: "/dev/hvc1".into(),
+            }
+        );
+        assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn data_fstype_applies_to_the_default_disk_and_tmpfs_means_no_disk() {
+        let (config, _) = parse("boxlite.datafstype=xfs").unwrap();
+        assert_eq!(
+            config.data,
+            DataDisk::Device {
+                path: "/dev/vdb".into(),
+                fstype: "xfs".into()
+            }
+        );
+        let (config, _) = parse("boxlite.data=tmpfs").unwrap();
+        assert_eq!(config.data, DataDisk::Tmpfs);
+    }
+
+    #[test]
+    fn quotes_group_words() {
+        assert_eq!(
+            words(r#"a "b c"=d e="f g" h"#),
+            vec!["a", "b c=d", "e=f g", "h"]
+        );
+        assert_eq!(words("  x   y  "), vec!["x", "y"]);
+        assert_eq!(words(r#"e="""#), vec!["e="]);
+        let (config, _) = parse(r#"boxlite.hostname="box""#).unwrap();
+        assert_eq!(config.hostname, "box");
+    }
+
+    #[test]
+    fn unknown_and_valueless_keys_warn() {
+        let (config, warnings) = parse("boxlite.future=1 boxlite.flag").unwrap();
+        assert_eq!(config, BootConfig::default());
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("boxlite.future"), "{warnings:?}");
+        assert!(warnings[1].contains("boxlite.flag"), "{warnings:?}");
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_key() {
+        for (line, key) in [
+            ("boxlite.root=vda", "boxlite.root"),
+            ("boxlite.root=/dev/../etc/passwd", "boxlite.root"),
+            ("boxlite.data=/dev/", "boxlite.data"),
+            ("boxlite.rootfstype=Ext4", "boxlite.rootfstype"),
+            ("boxlite.hostname=-x", "boxlite.hostname"),
+            ("boxlite.hostname=a..b", "boxlite.hostname"),
+            ("boxlite.hostname=a_b", "boxlite.hostname"),
+            ("boxlite.dns=1.2.3.4,nope", "boxlite.dns"),
+            ("boxlite.dns=1.1.1.1,1.0.0.1,8.8.8.8,8.8.4.4", "boxlite.dns"),
+        ] {
+            let err = parse(line).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+        }
+        let long = format!("boxlite.hostname={}", "a".repeat(MAX_HOSTNAME_LEN + 1));
+        assert!(parse(&long).is_err());
+        assert!(parse(&"x".repeat(MAX_CMDLINE_LEN + 1)).is_err());
+    }
+}
