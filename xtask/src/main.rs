@@ -5,6 +5,7 @@ mod cpio;
 mod demo;
 mod deps;
 mod fuzz;
+mod guest;
 mod image;
 mod kernel;
 mod sh;
@@ -33,6 +34,8 @@ enum Task {
     Bench(bench::Args),
     /// Run every cargo-fuzz target for a while (needs cargo-fuzz and the nightly toolchain).
     Fuzz(fuzz::Args),
+    /// Build the guest agent as a static executable and pack it as the initramfs /init.
+    Guest(guest::Args),
     /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout.
     Kernel(kernel::Args),
 }
@@ -43,6 +46,7 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::Bench(args) => bench::run(args),
         Task::Fuzz(args) => fuzz::run(args),
+        Task::Guest(args) => guest::run(args),
         Task::Kernel(args) => kernel::run(args),
     }
 }

@@ -12,10 +12,15 @@
 //! | `boxlite.datafstype`   | `ext4`       | its filesystem type (the host formats it when the box is created; the agent never formats) |
 //! | `boxlite.hostname`     | `boxlite`    | the hostname, also written to the box's `/etc/hosts`           |
 //! | `boxlite.dns`          | (none)       | comma-separated nameserver addresses for the box's `/etc/resolv.conf` (at most 3); without it the image's file is kept |
-//! | `boxlite.port`         | `/dev/hvc0`  | the character device that carries the protocol                 |
+//! | `boxlite.port`         | `/dev/hvc0`  | what carries the protocol: a device path, or the name of a virtio-serial port (e.g. `agent`, found through `/sys/class/virtio-ports/*/name`) |
 //!
 //! Example: `console=ttyS0 reboot=t boxlite.root=/dev/vda boxlite.data=/dev/vdb
 //! boxlite.hostname=web-1 boxlite.dns=10.0.2.3`.
+//!
+//! Under QEMU prefer a named virtio-serial port (`-device virtserialport,name=agent` with
+//! `boxlite.port=agent`) over a `virtconsole` (`/dev/hvc0`): QEMU silently drops console output
+//! the host socket cannot take at once, which corrupts the stream as soon as the host reads
+//! slower than the guest writes; serial ports are flow-controlled.
 //!
 //! The kernel console must not be the protocol port (`console=hvc0` would mix kernel messages
 //! into the protocol stream): use `ttyS0` or another port. Values may be double-quoted as the
@@ -52,6 +57,18 @@ pub enum DataDisk {
     Tmpfs,
 }
 
+/// The character device that carries the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Port {
+    /// A device node, e.g. `/dev/hvc0`.
+    Device(PathBuf),
+    /// A virtio-serial port with this name (the host's `virtserialport,name=…`).
+    Named(String),
+}
+
+/// The longest virtio-serial port name accepted (real names are a word or two).
+pub const MAX_PORT_NAME_LEN: usize = 64;
+
 /// The agent's settings for one boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootConfig {
@@ -65,8 +82,8 @@ pub struct BootConfig {
     pub hostname: String,
     /// Nameservers for the box's `/etc/resolv.conf`; empty keeps the image's file.
     pub dns: Vec<IpAddr>,
-    /// The character device that carries the protocol.
-    pub port: PathBuf,
+    /// What carries the protocol.
+    pub port: Port,
 }
 
 impl Default for BootConfig {
@@ -80,7 +97,7 @@ impl Default for BootConfig {
             },
             hostname: "boxlite".into(),
             dns: Vec::new(),
-            port: PathBuf::from("/dev/hvc0"),
+            port: Port::Device(PathBuf::from("/dev/hvc0")),
         }
     }
 }
@@ -112,7 +129,8 @@ pub fn parse(cmdline: &str) -> Result<(BootConfig, Vec<String>)> {
             "datafstype" => data_fstype = Some(fstype(key, value)?),
             "hostname" => config.hostname = hostname(value)?,
             "dns" => config.dns = nameservers(value)?,
-            "port" => config.port = device(key, value)?,
+            "port" if value.starts_with('/') => config.port = Port::Device(device(key, value)?),
+            "port" => config.port = Port::Named(port_name(value)?),
             _ => warnings.push(format!("boxlite.{key}: unknown key, ignored")),
         }
     }
@@ -190,6 +208,21 @@ fn fstype(key: &str, value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+fn port_name(value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= MAX_PORT_NAME_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !ok {
+        return Err(invalid(format!(
+            "boxlite.port={value:?}: expected a device path under /dev or a virtio-serial port \
+             name of letters, digits, '.', '_' and '-'"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
 fn hostname(value: &str) -> Result<String> {
     let label_ok = |l: &str| {
         !l.is_empty()
@@ -255,7 +288,7 @@ mod tests {
                 },
                 hostname: "web-1.local".into(),
                 dns: vec!["10.0.2.3".parse().unwrap(), "2001:db8::1".parse().unwrap()],
-                port: "/dev/hvc1".into(),
+                port: Port::Device("/dev/hvc1".into()),
             }
         );
         assert!(warnings.is_empty());
@@ -273,6 +306,8 @@ mod tests {
         );
         let (config, _) = parse("boxlite.data=tmpfs").unwrap();
         assert_eq!(config.data, DataDisk::Tmpfs);
+        let (config, _) = parse("boxlite.port=org.boxlite.agent").unwrap();
+        assert_eq!(config.port, Port::Named("org.boxlite.agent".into()));
     }
 
     #[test]
@@ -307,6 +342,8 @@ mod tests {
             ("boxlite.hostname=a..b", "boxlite.hostname"),
             ("boxlite.hostname=a_b", "boxlite.hostname"),
             ("boxlite.dns=1.2.3.4,nope", "boxlite.dns"),
+            ("boxlite.port=a/b", "boxlite.port"),
+            ("boxlite.port=/etc/../dev/x", "boxlite.port"),
             ("boxlite.dns=1.1.1.1,1.0.0.1,8.8.8.8,8.8.4.4", "boxlite.dns"),
         ] {
             let err = parse(line).unwrap_err().to_string();

@@ -25,7 +25,7 @@ use rustix::io::Errno;
 use rustix::mount::{MountFlags, UnmountFlags};
 use rustix::process::Signal;
 
-use crate::cmdline::{BootConfig, DataDisk};
+use crate::cmdline::{BootConfig, DataDisk, Port};
 use crate::error::{Error, Result};
 use crate::root::BoxRoot;
 
@@ -35,6 +35,10 @@ pub const IMAGE_DIR: &str = "/run/boxlite/image";
 pub const DATA_DIR: &str = "/run/boxlite/data";
 /// The root every command sees: the overlay.
 pub const ROOT_DIR: &str = "/run/boxlite/root";
+
+/// How long to wait at boot for a named virtio-serial port to show up: the host announces
+/// port names with a control message that may arrive after the agent starts.
+pub const PORT_WAIT: Duration = Duration::from_secs(10);
 
 /// How long box processes get between SIGTERM and SIGKILL at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -96,6 +100,38 @@ pub fn mount_system() -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The device node of the protocol port: the path itself, or the `/dev` node of the
+/// virtio-serial port with that name (waiting up to [`PORT_WAIT`] for it to appear).
+pub fn port_path(port: &Port) -> Result<std::path::PathBuf> {
+    let name = match port {
+        Port::Device(path) => return Ok(path.clone()),
+        Port::Named(name) => name,
+    };
+    let deadline = Instant::now() + PORT_WAIT;
+    loop {
+        if let Some(node) = named_port(name) {
+            return Ok(node);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::NotFound(format!(
+                "no virtio-serial port named {name:?} after {PORT_WAIT:?} (see \
+                 /sys/class/virtio-ports/*/name); the host must add one, e.g. QEMU's \
+                 -device virtserialport,name={name}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn named_port(name: &str) -> Option<std::path::PathBuf> {
+    let ports = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    ports.flatten().find_map(|port| {
+        let found = std::fs::read_to_string(port.path().join("name")).ok()?;
+        let node = Path::new("/dev").join(port.file_name());
+        (found.trim_end() == name && node.exists()).then_some(node)
+    })
 }
 
 /// Reads the kernel command line.

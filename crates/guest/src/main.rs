@@ -107,8 +107,12 @@ fn run_init(args: &Args) -> ! {
         .enable_all()
         .build()
         .unwrap_or_else(|e| init::fatal(&format!("starting the async runtime: {e}")));
-    let port = config.port.clone();
     let listen = args.listen.clone();
+    // Unless a socket replaces it (tests), find the port before serving.
+    let port = match listen {
+        Some(_) => PathBuf::new(),
+        None => init::port_path(&config.port).unwrap_or_else(|e| init::fatal(&e.to_string())),
+    };
     let served = runtime.block_on(async move {
         let listener = match &listen {
             Some(path) => Some(bind(path)?),
@@ -149,7 +153,8 @@ fn display(path: Option<&Path>) -> String {
     path.map_or_else(String::new, |p| p.display().to_string())
 }
 
-/// Opens the console port in raw mode (no echo, no newline translation: it carries bytes).
+/// Opens the protocol port; a console (tty) is put in raw mode (no echo, no newline
+/// translation: it carries bytes).
 fn open_port(port: &Path) -> Result<(FdStream, FdStream), String> {
     let fd = rustix::fs::open(
         port,
@@ -158,8 +163,8 @@ fn open_port(port: &Path) -> Result<(FdStream, FdStream), String> {
     )
     .map_err(|e| {
         format!(
-            "opening the protocol port {}: {e} (the VM needs a virtio console there; set \
-             boxlite.port= for another)",
+            "opening the protocol port {}: {e} (the VM needs a virtio console or serial port \
+             there; set boxlite.port= for another)",
             port.display()
         )
     })?;

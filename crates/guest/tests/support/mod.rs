@@ -273,3 +273,52 @@ impl TestRoot {
         Agent::start_with(cmd, self.path())
     }
 }
+
+/// Runs a program, failing the test unless it succeeds; returns its stdout.
+pub fn cmd(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A tiny image for the disk tests: dash as /bin/sh, a few coreutils and the libraries `ldd` says they need.
+pub fn image_tree(dir: &Path) {
+    let programs = [
+        ("/bin/dash", "bin/sh"),
+        ("/usr/bin/cat", "bin/cat"),
+        ("/usr/bin/sleep", "bin/sleep"),
+        ("/usr/bin/ls", "bin/ls"),
+        ("/usr/bin/mkdir", "bin/mkdir"),
+        ("/usr/bin/touch", "bin/touch"),
+        ("/usr/bin/head", "bin/head"),
+        ("/usr/bin/sha256sum", "bin/sha256sum"),
+        ("/usr/bin/stty", "bin/stty"),
+    ];
+    for (host, inside) in programs {
+        let dest = dir.join(inside);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(host, &dest).unwrap();
+        for line in cmd("ldd", &[host]).lines() {
+            let lib = line
+                .split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(PathBuf::from);
+            if let Some(lib) = lib {
+                let dest = dir.join(lib.strip_prefix("/").unwrap());
+                std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+                std::fs::copy(&lib, &dest).unwrap();
+            }
+        }
+    }
+    for d in ["etc", "proc", "sys", "dev", "root"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+    // As in many images: resolv.conf links into /run; the agent must replace the link.
+    std::os::unix::fs::symlink("../run/resolv.conf", dir.join("etc/resolv.conf")).unwrap();
+}
