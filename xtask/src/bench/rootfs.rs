@@ -26,6 +26,8 @@ use crate::sh;
 const BASELINE_SCRIPT: &str = include_str!("baseline-stack.sh");
 /// The reference name of the benchmark image in its layout.
 const IMAGE_REF: &str = "bench";
+/// Pause before each timed run for background filesystem work to finish.
+const SETTLE: Duration = Duration::from_millis(500);
 /// Size of each scratch filesystem: room for the store, cache and four destinations at once.
 const SCRATCH_GIB: u64 = 8;
 
@@ -171,8 +173,12 @@ fn bench_on(fs: Fs, layout: &Path, dir: &Path, runs: usize) -> Result<Row> {
     })
 }
 
-/// Times `f` after flushing dirty pages, so one contender's writeback does not bill the next.
+/// Times `f` after flushing dirty pages and letting the filesystems' background work (XFS
+/// inode inactivation after the previous contender's tree was removed) settle, so one
+/// contender's leftovers do not bill the next.
 fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+    rustix::fs::sync();
+    std::thread::sleep(SETTLE);
     rustix::fs::sync();
     let start = Instant::now();
     f()?;
