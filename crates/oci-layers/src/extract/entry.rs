@@ -80,11 +80,6 @@ impl Extractor {
         }
     }
 
-    /// A reusable buffer for draining the stream.
-    pub fn scratch(&mut self) -> &mut [u8] {
-        &mut self.buf
-    }
-
     /// Extracts every entry of the archive.
     pub fn run(&mut self, archive: &mut Archive<'_>, shared: &Shared) -> Result<()> {
         let mut entries = archive

@@ -77,8 +77,10 @@ pub struct Extracted {
 /// Nothing is ever created or written outside `dest`: names with `..`, writes through
 /// symlinks and hard links to outside are rejected with an [`Error::Entry`] naming the
 /// entry. A later entry replaces an earlier one at the same path. Nothing is fsynced.
+/// `blob` is read and decompressed on a second thread, overlapping with the creation of
+/// entries on this one.
 pub fn extract_layer(
-    mut blob: impl Read,
+    mut blob: impl Read + Send,
     compression: Compression,
     dest: &Path,
     opts: &ExtractOptions,
@@ -87,7 +89,7 @@ pub fn extract_layer(
 }
 
 fn extract_dyn(
-    blob: &mut dyn Read,
+    blob: &mut (dyn Read + Send),
     compression: Compression,
     dest: &Path,
     opts: &ExtractOptions,
@@ -95,14 +97,17 @@ fn extract_dyn(
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let root = rustix::fs::open(dest, flags, Mode::empty())
         .map_err(|e| Error::io("opening the extraction directory", dest, e.into()))?;
-    let (reader, shared) = stream::LayerReader::new(blob, compression, opts.diff_id_algorithm)
-        .map_err(|e| Error::Invalid(format!("starting to decompress the layer: {e}")))?;
     let mut extractor = entry::Extractor::new(root, opts, compression);
-    let mut archive = tar::Archive::new(reader);
-    extractor.run(&mut archive, &shared)?;
-    let (diff_id, bytes) = archive
-        .into_inner()
-        .finish(extractor.scratch())
-        .map_err(|e| extractor.stream_error(&shared, &e, false))?;
+    let algorithm = opts.diff_id_algorithm;
+    let streamed = stream::with_layer_reader(blob, compression, algorithm, |reader, shared| {
+        let mut archive = tar::Archive::new(reader);
+        extractor.run(&mut archive, shared)?;
+        archive
+            .into_inner()
+            .finish()
+            .map_err(|e| extractor.stream_error(shared, &e, false))
+    });
+    let (diff_id, bytes) = streamed
+        .map_err(|e| Error::Invalid(format!("starting to decompress the layer: {e}")))??;
     extractor.finish(diff_id, bytes)
 }
