@@ -79,3 +79,55 @@ fn time_largest_bench_layer() {
         println!("kept {}", outer.keep().display());
     }
 }
+
+/// Extracts every gzip layer of the bench image at once, the way cold rootfs assembly
+/// does (rayon, one directory each).
+#[test]
+#[ignore = "needs the cached bench image; run in release with --ignored --nocapture"]
+fn time_all_bench_layers() {
+    use rayon::prelude::*;
+    let largest = blob_path();
+    let dir = largest.parent().unwrap();
+    let mut blobs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let mut magic = [0; 2];
+            std::io::Read::read_exact(&mut File::open(p).unwrap(), &mut magic).is_ok()
+                && magic == [0x1f, 0x8b]
+        })
+        .collect();
+    blobs.sort();
+    assert!(
+        blobs.len() > 1,
+        "no gzip layers beside {}",
+        largest.display()
+    );
+    let outer = tempfile::Builder::new()
+        .prefix("extract-timing")
+        .tempdir_in(std::env::var_os(DIR_VAR).unwrap_or_else(|| "/var/tmp".into()))
+        .unwrap();
+    let start = Instant::now();
+    let files: u64 = blobs
+        .par_iter()
+        .enumerate()
+        .map(|(i, blob)| {
+            let dest = outer.path().join(i.to_string());
+            std::fs::create_dir(&dest).unwrap();
+            let blob = File::open(blob).unwrap();
+            let opts = ExtractOptions::default();
+            extract_layer(blob, Compression::Gzip, &dest, &opts)
+                .unwrap()
+                .files
+        })
+        .sum();
+    println!(
+        "all layers: {:.3} s ({} layers, {files} files)",
+        start.elapsed().as_secs_f64(),
+        blobs.len()
+    );
+    assert!(files > 0, "the layers extracted to nothing");
+    if std::env::var_os(KEEP_VAR).is_some() {
+        println!("kept {}", outer.keep().display());
+    }
+}
