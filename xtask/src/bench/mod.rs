@@ -1,5 +1,6 @@
 //! `cargo xtask bench …`: benchmarks that run our code and the peer tools side by side.
 
+mod exec;
 mod mount;
 mod rootfs;
 mod stats;
@@ -23,6 +24,8 @@ pub struct Args {
 enum Which {
     /// Rootfs assembly: ours cold and warm vs. tar+cp stacking vs. umoci, on XFS and ext4.
     Rootfs(rootfs::Args),
+    /// Exec through the guest agent over a Unix socket vs. directly: latency and throughput.
+    Exec(exec::Args),
 }
 
 /// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
@@ -39,5 +42,6 @@ pub fn run(args: Args) -> Result<()> {
     }
     match args.which {
         Which::Rootfs(args) => rootfs::run(args),
+        Which::Exec(args) => exec::run(args),
     }
 }

@@ -174,22 +174,23 @@ impl ClientHandler {
                 }
             }
             GuestMessage::Exit(status) => {
-                self.state.end(channel, End::Exit(status));
+                // Streams first: whoever `wait`s must find stdin already refusing writes.
                 link.close_channel(channel, "the execution has exited");
+                self.state.end(channel, End::Exit(status));
             }
             GuestMessage::Done {} => {
-                self.state.end(channel, End::Done);
                 link.close_channel(channel, "the transfer is done");
+                self.state.end(channel, End::Done);
             }
             GuestMessage::Error { kind, message } => {
                 let reason = format!("the agent failed the request: {message}");
-                self.state.end(channel, End::Failed { kind, message });
                 link.close_channel(channel, &reason);
+                self.state.end(channel, End::Failed { kind, message });
             }
             other => {
                 let reason = format!("the agent sent {} on channel {channel}", other.name());
-                self.state.end(channel, End::Protocol(reason.clone()));
                 link.close_channel(channel, &reason);
+                self.state.end(channel, End::Protocol(reason));
             }
         }
         Ok(())
@@ -204,8 +205,8 @@ impl Handler for ClientHandler {
             Err(e) => {
                 // Bad content ends its channel, not the connection.
                 let reason = format!("the agent sent an invalid message on channel {channel}: {e}");
-                self.state.end(channel, End::Protocol(reason.clone()));
                 link.close_channel(channel, &reason);
+                self.state.end(channel, End::Protocol(reason));
                 Ok(())
             }
         }
