@@ -159,7 +159,10 @@ pub fn check_static(elf: &[u8]) -> Result<()> {
     let phoff = usize::try_from(u64::from(u32_at(0x20)?) | (u64::from(u32_at(0x24)?) << 32))?;
     let phentsize = usize::from(u16_at(0x36)?);
     let phnum = usize::from(u16_at(0x38)?);
-    ensure!(phentsize >= 4, "bad program header size {phentsize}");
+    ensure!(
+        phnum == 0 || phentsize >= 4,
+        "bad program header size {phentsize}"
+    );
     for i in 0..phnum {
         const PT_INTERP: u32 = 3;
         if u32_at(phoff + i * phentsize)? == PT_INTERP {
