@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::{fuzz, kernel, sh};
+use crate::{fuzz, guest, kernel, sh};
 
 /// Arguments of `cargo xtask test`.
 #[derive(ClapArgs)]
@@ -32,12 +32,15 @@ pub fn run(args: Args) -> Result<()> {
             "warnings",
         ]))?;
     }
-    // The guest kernel boot tests find the kernel through this; a no-op once it is cached.
+    // The boot tests find the kernel and the agent's initramfs through these; both builds
+    // are no-ops once cached.
     let kernel_dir = kernel::build(&kernel::Args::default())?;
+    let guest = guest::build()?;
     sh::run(
         sh::cargo()
-            .args(["test", "--workspace", "--all-targets"])
+            .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
             .env("BOXLITE_KERNEL_DIR", &kernel_dir)
+            .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
             .args(&args.rest),
     )?;
     sh::run(sh::cargo().args(["test", "--workspace", "--doc"]))?;
