@@ -130,6 +130,12 @@ fn run_init(args: &Args) -> ! {
                 }
                 None => {
                     let (r, w) = open_port(&port)?;
+                    // A hello sent while nobody listens is lost (QEMU discards it), and the
+                    // host would wait for it forever: say hello only once a host is there.
+                    while !host_present(r.fd()) {
+                        tokio::time::sleep(REOPEN_DELAY).await;
+                    }
+                    eprintln!("boxlite-guest: serving the host on {}", port.display());
                     agent.serve(r, w).await
                 }
             };
@@ -179,6 +185,21 @@ fn open_port(port: &Path) -> Result<(FdStream, FdStream), String> {
     let writer =
         FdStream::new(write_fd).map_err(|e| format!("watching {}: {e}", port.display()))?;
     Ok((reader, writer))
+}
+
+/// Whether a host has the port open. A virtio-serial port reports `POLLHUP` while no host
+/// is connected; a console (tty) never does, so it always counts as connected.
+fn host_present(fd: &std::os::fd::OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(_) => !fds[0].revents().contains(PollFlags::HUP),
+        Err(_) => true,
+    }
 }
 
 fn bind(path: &Path) -> Result<UnixListener, String> {

@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::fdio::FdStream;
 use crate::reaper::{Reaper, Termination};
 use crate::root::{BoxRoot, DEFAULT_PATH};
+use crate::users::Identity;
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -61,7 +62,9 @@ pub fn spawn(root: &BoxRoot, reaper: &Reaper, spec: &Spec) -> Result<Process> {
     let Some(arg0) = spec.argv.first() else {
         return Err(Error::Invalid("argv is empty: nothing to run".into()));
     };
-    let env = environment(root, spec)?;
+    // Resolved once: it decides both the credentials and the default HOME.
+    let identity = identity(root, spec.user.as_deref())?;
+    let env = environment(spec, identity.as_ref())?;
     let path_var = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -69,7 +72,6 @@ pub fn spawn(root: &BoxRoot, reaper: &Reaper, spec: &Spec) -> Result<Process> {
     let program = root.find_command(arg0, path_var)?;
     let cwd_in_box = spec.cwd.as_deref().unwrap_or("/");
     let cwd = c_string("cwd", root.working_dir(cwd_in_box)?.as_os_str().as_bytes())?;
-    let identity = switch_to(root, spec.user.as_deref())?;
 
     let mut cmd = Command::new(&program);
     cmd.arg0(arg0).args(&spec.argv[1..]).env_clear().envs(env);
@@ -95,7 +97,10 @@ pub fn spawn(root: &BoxRoot, reaper: &Reaper, spec: &Spec) -> Result<Process> {
         tty: spec.tty.is_some(),
         chroot: root.chroot_fd().map(|fd| dup_borrowed(fd)).transpose()?,
         cwd,
-        identity,
+        identity: identity.map(|id| {
+            let groups = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+            (Uid::from_raw(id.uid), Gid::from_raw(id.gid), groups)
+        }),
     };
     // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
     // work is allowed: it calls raw system calls through rustix on data prepared before the
@@ -140,7 +145,7 @@ pub fn tty_eof_byte(master: &FdStream) -> Option<u8> {
 }
 
 /// The execution's environment: as requested, plus `PATH` and `HOME` when missing.
-fn environment(root: &BoxRoot, spec: &Spec) -> Result<Vec<(String, String)>> {
+fn environment(spec: &Spec, identity: Option<&Identity>) -> Result<Vec<(String, String)>> {
     for (k, v) in &spec.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(Error::Invalid(format!(
@@ -154,8 +159,8 @@ fn environment(root: &BoxRoot, spec: &Spec) -> Result<Vec<(String, String)>> {
     if !has(&env, "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-    if !has(&env, "HOME") && (spec.user.is_some() || is_root()) {
-        if let Some(home) = root.identity(spec.user.as_deref())?.home {
+    if let Some(home) = identity.and_then(|id| id.home.clone()) {
+        if !has(&env, "HOME") {
             env.push(("HOME".into(), home));
         }
     }
@@ -172,26 +177,21 @@ fn environment(root: &BoxRoot, spec: &Spec) -> Result<Vec<(String, String)>> {
     Ok(env)
 }
 
-fn is_root() -> bool {
-    rustix::process::geteuid().is_root()
-}
-
-/// The identity the child switches to, or `None` to keep the agent's.
-fn switch_to(root: &BoxRoot, user: Option<&str>) -> Result<Option<(Uid, Gid, Vec<Gid>)>> {
-    if !is_root() {
-        let Some(user) = user else { return Ok(None) };
-        let id = root.identity(Some(user))?;
-        if id.uid == rustix::process::geteuid().as_raw() {
-            return Ok(None);
-        }
-        return Err(Error::Denied(format!(
-            "running as user {user:?} (uid {}) needs the agent to run as root",
-            id.uid
-        )));
+/// The identity the child switches to, or `None` to keep the agent's (an unprivileged agent
+/// asked for no user, or for its own uid).
+fn identity(root: &BoxRoot, user: Option<&str>) -> Result<Option<Identity>> {
+    if rustix::process::geteuid().is_root() {
+        return root.identity(user).map(Some);
     }
-    let id = root.identity(user)?;
-    let groups = id.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    Ok(Some((Uid::from_raw(id.uid), Gid::from_raw(id.gid), groups)))
+    let Some(user) = user else { return Ok(None) };
+    let id = root.identity(Some(user))?;
+    if id.uid == rustix::process::geteuid().as_raw() {
+        return Ok(None);
+    }
+    Err(Error::Denied(format!(
+        "running as user {user:?} (uid {}) needs the agent to run as root",
+        id.uid
+    )))
 }
 
 /// What the child does between fork and exec.

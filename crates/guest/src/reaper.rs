@@ -70,12 +70,7 @@ impl Reaper {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the map inconsistent (every update is a
-        // single insert or remove), so a poisoned lock is still usable.
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.shared)
     }
 
     /// Spawns `cmd` and returns its pid and a receiver for its termination.
@@ -149,6 +144,8 @@ fn reap_forever(shared: &Shared) {
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock cannot leave the map inconsistent (every update is a
+    // single insert or remove), so a poisoned lock is still usable.
     shared
         .state
         .lock()

@@ -124,8 +124,11 @@ impl Vm {
         Vm { qemu, dir }
     }
 
+    /// The end of the console log, for failure messages.
     fn console(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default()
+        let log = std::fs::read_to_string(self.dir.path().join("console.log")).unwrap_or_default();
+        let start = log.char_indices().rev().nth(3000).map_or(0, |(i, _)| i);
+        log[start..].to_owned()
     }
 
     async fn connect(&mut self) -> Client {
@@ -137,11 +140,15 @@ impl Vm {
                 "QEMU ended: {}",
                 self.console()
             );
-            assert!(
-                Instant::now() < deadline,
-                "no hello in time: {}",
-                self.console()
-            );
+            if Instant::now() >= deadline {
+                let keep = std::env::temp_dir().join("boxlite-vm-test-console.log");
+                let _ = std::fs::copy(self.dir.path().join("console.log"), &keep);
+                panic!(
+                    "no hello in time (console in {}): {}",
+                    keep.display(),
+                    self.console()
+                );
+            }
             if let Ok(stream) = UnixStream::connect(&socket).await {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if let Ok(Ok((client, hello))) =
@@ -176,25 +183,27 @@ async fn the_agent_boots_serves_and_powers_off_a_vm() {
     assert!(out.out().starts_with("vm-test\n/init\0"), "{out:?}");
 
     // The console port is raw: every byte value passes unchanged in both directions.
-    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 256) as u8).collect();
-    let mut exec = client.exec(ExecRequest::new(["cat"])).await.unwrap();
-    let mut stdin = exec.stdin.take().unwrap();
-    let mut stdout = exec.stdout.take().unwrap();
-    let sent = data.clone();
-    let writer = tokio::spawn(async move {
-        stdin.write_all(&sent).await.unwrap();
-        stdin.shutdown().await.unwrap();
-    });
-    let mut echoed = Vec::new();
-    stdout.read_to_end(&mut echoed).await.unwrap();
-    writer.await.unwrap();
-    assert!(
-        echoed == data,
-        "{} of {} bytes came back, or changed",
-        echoed.len(),
-        data.len()
-    );
-    assert!(exec.wait().await.unwrap().success());
+    {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 256) as u8).collect();
+        let mut exec = client.exec(ExecRequest::new(["cat"])).await.unwrap();
+        let mut stdin = exec.stdin.take().unwrap();
+        let mut stdout = exec.stdout.take().unwrap();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            stdin.write_all(&sent).await.unwrap();
+            stdin.shutdown().await.unwrap();
+        });
+        let mut echoed = Vec::new();
+        stdout.read_to_end(&mut echoed).await.unwrap();
+        writer.await.unwrap();
+        assert!(
+            echoed == data,
+            "{} of {} bytes came back, or changed",
+            echoed.len(),
+            data.len()
+        );
+        assert!(exec.wait().await.unwrap().success());
+    }
 
     // Bulk output with a checksum computed in the guest.
     let out = run(&client, sh("head -c 20000000 /dev/urandom > /root/blob && sha256sum /root/blob >&2 && cat /root/blob"))
@@ -216,6 +225,14 @@ async fn the_agent_boots_serves_and_powers_off_a_vm() {
         .await
         .unwrap();
     assert_eq!(out.out(), "ok\n");
+
+    // The host can go away and come back: the agent reopens the port and says hello again.
+    // (Every handle on the connection must go for the client to close it.)
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let client = vm.connect().await;
+    let out = run(&client, sh("cat /root/note")).await.unwrap();
+    assert_eq!(out.out(), "persisted\n");
 
     client.shutdown().await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
