@@ -13,12 +13,34 @@ pub fn ensure(tools: &[(&str, &str)]) -> Result<()> {
         .filter(|(cmd, _)| !on_path(cmd))
         .map(|(_, pkg)| *pkg)
         .collect();
+    install(&missing)
+}
+
+/// Installs Debian packages that provide no command [`ensure`] could look for.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map_or(true, |o| {
+                    !String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+                })
+        })
+        .collect();
+    install(&missing)
+}
+
+/// Installs `missing` Debian packages with apt-get (as root), or says how to.
+fn install(missing: &[&str]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
     if !rustix::process::geteuid().is_root() {
         bail!(
-            "missing tools; install them with: sudo apt-get install {}",
+            "missing packages; install them with: sudo apt-get install {}",
             missing.join(" ")
         );
     }
@@ -27,7 +49,7 @@ pub fn ensure(tools: &[(&str, &str)]) -> Result<()> {
     sh::run(
         Command::new("apt-get")
             .args(["install", "-y", "-qq"])
-            .args(&missing)
+            .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }

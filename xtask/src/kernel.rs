@@ -161,7 +161,7 @@ impl Source {
             None => {
                 let default = PathBuf::from(DEFAULT_SOURCE);
                 if !default.is_file() {
-                    ensure_packages(&[DEFAULT_SOURCE_PACKAGE])?;
+                    deps::ensure_packages(&[DEFAULT_SOURCE_PACKAGE])?;
                 }
                 default
             }
@@ -402,40 +402,7 @@ fn ensure_build_tools() -> Result<()> {
         ("cpio", "cpio"),
     ])?;
     // objtool links against libelf.
-    ensure_packages(&["libelf-dev"])
-}
-
-/// Installs Debian packages that provide no command `deps::ensure` could look for.
-fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map_or(true, |o| {
-                    !String::from_utf8_lossy(&o.stdout).contains("install ok installed")
-                })
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    if !rustix::process::geteuid().is_root() {
-        bail!(
-            "missing packages; install them with: sudo apt-get install {}",
-            missing.join(" ")
-        );
-    }
-    eprintln!("installing {} from the Debian archive", missing.join(" "));
-    sh::run(Command::new("apt-get").args(["update", "-qq"]))?;
-    sh::run(
-        Command::new("apt-get")
-            .args(["install", "-y", "-qq"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    deps::ensure_packages(&["libelf-dev"])
 }
 
 #[cfg(test)]
