@@ -370,3 +370,29 @@ fn non_utf8_names_are_kept_as_bytes() {
     assert_eq!(fs::read(sb.dest.join(name)).unwrap(), b"x");
     assert_eq!(out.entries, [LayerEntry::non_dir(name)]);
 }
+
+#[test]
+fn an_all_nul_owner_field_reads_as_root() {
+    let sandbox = Sandbox::new();
+    let mut bytes = tar(&[file("owned", "x")]);
+    // uid and gid fields of the first header (offsets 108 and 116, 8 bytes each) all NUL,
+    // then the header checksum (offset 148) recomputed as tar defines it.
+    bytes[108..124].fill(0);
+    bytes[148..156].fill(b' ');
+    let sum: u32 = bytes[..512].iter().map(|&b| u32::from(b)).sum();
+    bytes[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    extract(&sandbox, &bytes).unwrap();
+    let meta = fs::symlink_metadata(sandbox.path("owned")).unwrap();
+    if is_root() {
+        assert_eq!((meta.uid(), meta.gid()), (0, 0));
+    }
+
+    // A field that is neither a number nor blank is still an error naming the entry.
+    let mut bytes = tar(&[file("garbled", "x")]);
+    bytes[108..116].copy_from_slice(b"zz\0\0\0\0\0\0");
+    bytes[148..156].fill(b' ');
+    let sum: u32 = bytes[..512].iter().map(|&b| u32::from(b)).sum();
+    bytes[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let err = extract(&Sandbox::new(), &bytes).unwrap_err().to_string();
+    assert!(err.contains("garbled") && err.contains("uid"), "{err}");
+}

@@ -223,10 +223,15 @@ impl Extractor {
         let header = entry.header();
         let invalid = |field: &str| self.fail(format!("has an invalid {field} field"));
         let mode = header.mode().map_err(|_| invalid("mode"))?;
-        let id = |pax: Option<u64>, header: io::Result<u64>, field: &str| {
-            let id = match pax {
-                Some(id) => id,
-                None => header.map_err(|_| invalid(field))?,
+        // Some writers leave an owner field all NUL (or blank) for "root"; GNU tar, umoci and
+        // docker read that as 0, and so do we.
+        let blank = |raw: &[u8]| raw.iter().all(|&b| b == 0 || b == b' ');
+        let id = |pax: Option<u64>, parsed: io::Result<u64>, raw: &[u8], field: &str| {
+            let id = match (pax, parsed) {
+                (Some(id), _) => id,
+                (None, Ok(id)) => id,
+                (None, Err(_)) if blank(raw) => 0,
+                (None, Err(_)) => return Err(invalid(field)),
             };
             // u32::MAX is "no change" to chown, never a real id.
             u32::try_from(id)
@@ -234,8 +239,8 @@ impl Extractor {
                 .filter(|&id| id != u32::MAX)
                 .ok_or_else(|| self.fail(format!("has an out-of-range {field} {id}")))
         };
-        let uid = id(self.pax.uid, header.uid(), "uid")?;
-        let gid = id(self.pax.gid, header.gid(), "gid")?;
+        let uid = id(self.pax.uid, header.uid(), &header.as_old().uid, "uid")?;
+        let gid = id(self.pax.gid, header.gid(), &header.as_old().gid, "gid")?;
         let mtime = match self.pax.mtime {
             Some(t) => t,
             None => {
