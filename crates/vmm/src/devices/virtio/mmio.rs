@@ -141,6 +141,11 @@ impl MmioTransport {
         self.queues.len()
     }
 
+    /// The size queue `index` will have (its maximum until the driver sets a valid one).
+    pub fn queue_size(&self, index: usize) -> Option<u16> {
+        self.queues.get(index).map(QueueT::size)
+    }
+
     /// The device interrupt.
     pub fn interrupt(&self) -> &Arc<Interrupt> {
         &self.interrupt
