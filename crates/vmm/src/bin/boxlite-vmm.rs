@@ -1,3 +1,251 @@
-//! `boxlite-vmm`: runs one VM from a configuration and exits with the guest's outcome.
+//! `boxlite-vmm`: runs one VM from its command-line configuration and exits with the guest's
+//! outcome. The runtime's `kvm` engine starts it the way the `qemu` engine starts QEMU.
+//!
+//! Exit status: 0 the guest rebooted or powered off (i8042 reset, KVM system event);
+//! 1 the VMM or KVM failed (including a KVM internal error); 2 bad arguments or
+//! configuration; 3 the guest triple-faulted; 4 KVM is unusable here (the reason says why,
+//! and to use `--engine qemu`); 5 `--timeout` expired.
 
-fn main() {}
+use std::io::Write;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use vmm::config::{Boot, Disk, VmConfig};
+use vmm::devices::virtio::console::Backend;
+use vmm::exit::ExitReason;
+use vmm::{builder, host};
+
+/// The default kernel command line: COM1 console, reboot through the i8042, reboot on panic.
+const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1";
+/// The default MAC address (QEMU's, locally administered range).
+const DEFAULT_MAC: &str = "52:54:00:12:34:56";
+
+/// Runs one micro-VM on KVM.
+#[derive(Parser, Debug)]
+#[command(name = "boxlite-vmm", version)]
+struct Args {
+    /// Kernel: ELF vmlinux (PVH entry) or bzImage.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initramfs (cpio, optionally compressed).
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// Kernel command line; the virtio_mmio.device= entries are appended.
+    #[arg(long, default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u64,
+    /// A raw disk image, `PATH` or `PATH,ro`; repeat for vda, vdb, …
+    #[arg(long = "disk", value_name = "PATH[,ro]")]
+    disks: Vec<String>,
+    /// Serve the virtio console (the guest's /dev/hvc0) on a Unix socket at PATH; guest output
+    /// waits in the guest until a client connects.
+    #[arg(long, value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Connect the network card to the Unix stream socket at PATH (passt / QEMU stream framing).
+    #[arg(long, value_name = "PATH")]
+    net_socket: Option<PathBuf>,
+    /// The network card's MAC address.
+    #[arg(long, default_value = DEFAULT_MAC)]
+    net_mac: String,
+    /// Write the serial console (COM1) to PATH instead of standard error.
+    #[arg(long, value_name = "PATH")]
+    serial_log: Option<PathBuf>,
+    /// Leave out the virtio-rng device.
+    #[arg(long)]
+    no_rng: bool,
+    /// Run even where KVM is known not to run Linux (kvm_pvm), for experiments.
+    #[arg(long, env = "BOXLITE_FORCE_KVM", value_parser = clap::builder::FalseyValueParser::new())]
+    force_kvm: bool,
+    /// Print `boot_time_us=N` (VMM start to the agent's boot-timer write) when the VM ends.
+    #[arg(long)]
+    print_boot_time: bool,
+    /// Write a JSON report (exit, reason, setup_us, boot_us, overhead_bytes) to PATH at the end.
+    #[arg(long, value_name = "PATH")]
+    report: Option<PathBuf>,
+    /// Build the VM, print a JSON line with setup_us and overhead_bytes, and exit before
+    /// running it (benchmarks; allowed where KVM cannot run Linux).
+    #[arg(long)]
+    setup_only: bool,
+    /// Stop the VM after this many seconds (exit status 5).
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let parts: Vec<u8> = s
+        .split(':')
+        .map(|p| u8::from_str_radix(p, 16))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    parts.try_into().ok()
+}
+
+fn parse_disk(s: &str) -> Result<Disk, String> {
+    let (path, read_only) = match s.rsplit_once(',') {
+        Some((p, "ro")) => (p, true),
+        Some((p, "rw")) => (p, false),
+        _ => (s, false),
+    };
+    if path.is_empty() {
+        return Err(format!("--disk {s:?}: no path"));
+    }
+    Ok(Disk {
+        path: PathBuf::from(path),
+        read_only,
+    })
+}
+
+fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("boxlite-vmm: {message}");
+    ExitCode::from(code)
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let args = Args::parse();
+    let run_guest = !args.setup_only;
+    if run_guest && !args.force_kvm {
+        if let Some(why) = host::kvm_unusable() {
+            return fail(4, why);
+        }
+    }
+    let disks = match args
+        .disks
+        .iter()
+        .map(|d| parse_disk(d))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(d) => d,
+        Err(e) => return fail(2, e),
+    };
+    let Some(mac) = parse_mac(&args.net_mac) else {
+        return fail(
+            2,
+            format!("--net-mac {:?} is not a MAC address", args.net_mac),
+        );
+    };
+    let mut config = VmConfig::new(
+        args.cpus,
+        args.memory,
+        Boot::Linux {
+            kernel: args.kernel.clone(),
+            initramfs: args.initramfs.clone(),
+            cmdline: args.cmdline.clone(),
+        },
+    );
+    config.started = started;
+    config.disks = disks;
+    config.rng = !args.no_rng;
+    config.serial = Some(match &args.serial_log {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Box::new(f),
+            Err(e) => return fail(2, format!("--serial-log {}: {e}", path.display())),
+        },
+        None => Box::new(std::io::stderr()),
+    });
+    if let Some(path) = &args.console_socket {
+        // A socket left by an earlier run is replaced; any other file is not ours to remove.
+        if std::fs::symlink_metadata(path)
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        {
+            let _ = std::fs::remove_file(path);
+        }
+        let backend = UnixListener::bind(path)
+            .map_err(|e| e.to_string())
+            .and_then(|l| Backend::listen(l).map_err(|e| e.to_string()));
+        match backend {
+            Ok(b) => config.console = Some(b),
+            Err(e) => return fail(2, format!("--console-socket {}: {e}", path.display())),
+        }
+    }
+    if let Some(path) = &args.net_socket {
+        match UnixStream::connect(path) {
+            Ok(s) => config.net = Some((s, mac)),
+            Err(e) => return fail(2, format!("--net-socket {}: {e}", path.display())),
+        }
+    }
+    let machine = match builder::build(config) {
+        Ok(m) => m,
+        Err(
+            e @ (vmm::Error::Config(_)
+            | vmm::Error::Kernel { .. }
+            | vmm::Error::Initramfs { .. }
+            | vmm::Error::Cmdline(_)),
+        ) => {
+            return fail(2, e);
+        }
+        Err(e @ vmm::Error::KvmUnusable(_)) => return fail(4, format!("{e}; {}", host::USE_QEMU)),
+        Err(e) => return fail(1, e),
+    };
+    if args.setup_only {
+        let report = serde_json::json!({
+            "setup_us": started.elapsed().as_micros() as u64,
+            "overhead_bytes": machine.overhead_bytes(),
+            "guest_resident_bytes": vmm::memory::resident_bytes(machine.memory()),
+        });
+        println!("{report}");
+        return ExitCode::SUCCESS;
+    }
+    let setup_overhead = machine.overhead_bytes();
+    let timeout = args.timeout.map(Duration::from_secs_f64);
+    let outcome = machine.run(timeout);
+    let (code, kind) = match &outcome.reason {
+        ExitReason::Reset | ExitReason::SystemEvent(_) => (0, "reset"),
+        ExitReason::TripleFault => (3, "triple-fault"),
+        ExitReason::Stopped => (5, "timeout"),
+        _ => (1, "error"),
+    };
+    let boot_us = outcome.boot.map(|d| d.as_micros() as u64);
+    if args.print_boot_time {
+        match boot_us {
+            Some(us) => println!("boot_time_us={us}"),
+            None => println!("boot_time_us=none"),
+        }
+    }
+    if let Some(path) = &args.report {
+        let report = serde_json::json!({
+            "exit": kind,
+            "reason": outcome.reason.to_string(),
+            "setup_us": outcome.setup.map(|d| d.as_micros() as u64),
+            "boot_us": boot_us,
+            "overhead_bytes": setup_overhead,
+        });
+        if let Err(e) = std::fs::write(path, format!("{report}\n")) {
+            eprintln!("boxlite-vmm: --report {}: {e}", path.display());
+        }
+    }
+    let _ = std::io::stdout().flush();
+    if code == 0 {
+        eprintln!("boxlite-vmm: {}", outcome.reason);
+        ExitCode::SUCCESS
+    } else {
+        fail(code, &outcome.reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disks_and_macs() {
+        let d = parse_disk("/a/b.img,ro").unwrap();
+        assert!(d.read_only && d.path == std::path::Path::new("/a/b.img"));
+        assert!(!parse_disk("/a,b.img").unwrap().read_only);
+        assert!(parse_disk(",ro").is_err());
+        assert_eq!(
+            parse_mac("52:54:00:12:34:56"),
+            Some([0x52, 0x54, 0, 0x12, 0x34, 0x56])
+        );
+        assert_eq!(parse_mac("52:54:00:12:34"), None);
+        assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
+    }
+}
