@@ -1,12 +1,22 @@
 //! `boxlite`: the command-line front end of the boxlite runtime.
 
+mod attach;
+mod cmd;
 mod home;
 mod image;
+mod tty;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The exit status of a failure of boxlite itself (not of a command in a box), as docker
+/// uses it: scripts tell "the tool failed" from "the command failed" by it.
+pub const EXIT_BOXLITE: u8 = 125;
+
+/// The hidden first argument that makes this binary a box's supervisor.
+const SUPERVISE: &str = "__supervise";
 
 #[derive(Parser)]
 #[command(
@@ -15,38 +25,183 @@ use clap::{Parser, Subcommand};
     about = "Micro-VM sandboxes from OCI images"
 )]
 struct Cli {
-    /// State directory (images, layer cache, boxes). Default: $XDG_DATA_HOME/boxlite.
-    #[arg(long, global = true, env = "BOXLITE_HOME", value_name = "DIR")]
-    home: Option<PathBuf>,
+    #[command(flatten)]
+    global: Global,
 
     #[command(subcommand)]
     command: Command,
 }
 
+/// Flags every subcommand takes.
+#[derive(clap::Args, Clone)]
+pub struct Global {
+    /// State directory (images, layer cache, boxes). Default: $XDG_DATA_HOME/boxlite.
+    #[arg(
+        long,
+        global = true,
+        env = "BOXLITE_HOME",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
+    pub home: Option<PathBuf>,
+
+    /// The guest kernel (vmlinux or bzImage). Default: <home>/guest/vmlinux or bzImage.
+    #[arg(
+        long,
+        global = true,
+        env = "BOXLITE_KERNEL",
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
+    pub kernel: Option<PathBuf>,
+
+    /// The guest agent's initramfs. Default: <home>/guest/initramfs.cpio.gz.
+    #[arg(
+        long,
+        global = true,
+        env = "BOXLITE_INITRAMFS",
+        value_name = "FILE",
+        help_heading = "Global options"
+    )]
+    pub initramfs: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Create a box from an image, start it, and run a command in it.
+    Run(cmd::run::RunArgs),
+    /// Create a box (not started).
+    Create(cmd::run::CreateArgs),
+    /// Start boxes.
+    Start(cmd::lifecycle::StartArgs),
+    /// Stop boxes.
+    Stop(cmd::lifecycle::StopArgs),
+    /// Stop, then start boxes.
+    Restart(cmd::lifecycle::StartArgs),
+    /// Run a command in a running box.
+    Exec(cmd::exec::ExecArgs),
+    /// List boxes.
+    #[command(alias = "ps", alias = "list")]
+    Ls(cmd::ls::LsArgs),
+    /// Print a box's record and metrics as JSON.
+    Inspect(cmd::ls::BoxArg),
+    /// Print a box's console log.
+    Logs(cmd::ls::BoxArg),
+    /// Copy files between the host and a box (BOX:PATH on one side).
+    Cp(cmd::cp::CpArgs),
+    /// Remove boxes.
+    #[command(alias = "remove")]
+    Rm(cmd::lifecycle::RmArgs),
+    /// Show the host's engines, KVM and the guest files boxlite would use.
+    Info(cmd::info::InfoArgs),
     /// Manage images: import, list, inspect, remove, unpack.
     #[command(subcommand)]
     Image(image::Command),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let home = home::resolve(cli.home);
+    // The supervisor's own arguments (`--home`, `--box`, …) are not ours: hand them over
+    // before clap sees them.
+    if std::env::args_os().nth(1).is_some_and(|a| a == SUPERVISE) {
+        let args = std::env::args_os().skip(2);
+        return boxlite::supervisor::main(args.map(|a| a.to_string_lossy().into_owned()));
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
     let result = match cli.command {
-        Command::Image(cmd) => image::run(&home, cmd),
+        Command::Image(cmd) => {
+            let home = home::resolve(cli.global.home.clone());
+            image::run(&home, cmd).map(|()| 0)
+        }
+        command => run_async(&cli.global, command),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("boxlite: error: {}", one_line(&err));
-            ExitCode::FAILURE
+            eprintln!("boxlite: error: {}", describe(&err));
+            ExitCode::from(EXIT_BOXLITE)
         }
     }
 }
 
-/// The error and its causes on one line, without repeating a cause its parent already quotes.
-fn one_line(err: &anyhow::Error) -> String {
+/// Runs a box command on a tokio runtime; the command's exit status.
+fn run_async(global: &Global, command: Command) -> anyhow::Result<u8> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async move {
+        match command {
+            Command::Run(args) => cmd::run::run(global, args).await,
+            Command::Create(args) => cmd::run::create(global, args).await,
+            Command::Start(args) => cmd::lifecycle::start(global, args).await,
+            Command::Stop(args) => cmd::lifecycle::stop(global, args).await,
+            Command::Restart(args) => cmd::lifecycle::restart(global, args).await,
+            Command::Exec(args) => cmd::exec::exec(global, args).await,
+            Command::Ls(args) => cmd::ls::ls(global, args).await,
+            Command::Inspect(args) => cmd::ls::inspect(global, args).await,
+            Command::Logs(args) => cmd::ls::logs(global, args).await,
+            Command::Cp(args) => cmd::cp::cp(global, args).await,
+            Command::Rm(args) => cmd::lifecycle::rm(global, args).await,
+            Command::Info(args) => cmd::info::info(global, args),
+            Command::Image(_) => Ok(0),
+        }
+    });
+    // Blocking reads of our stdin may still be pending; they must not hold the exit up.
+    runtime.shutdown_background();
+    result
+}
+
+/// Prints a command-line error as one `boxlite: error:` line (help and version go to stdout
+/// whole, with status 0).
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = err.print();
+        return if err.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+            ExitCode::from(EXIT_BOXLITE)
+        } else {
+            ExitCode::SUCCESS
+        };
+    }
+    // Clap's first paragraph is the error (it may name the missing arguments on lines of
+    // their own); the usage and tips after it are what `--help` shows.
+    let rendered = err.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| l.is_empty())
+        .take_while(|l| !l.is_empty())
+        .collect();
+    let text = paragraph.join(" ");
+    let first = text.strip_prefix("error: ").unwrap_or(&text);
+    eprintln!("boxlite: error: {first} (see --help)");
+    ExitCode::from(EXIT_BOXLITE)
+}
+
+/// The error for stderr: on one line, except a boot failure, whose console tail must be
+/// read as the lines it is.
+fn describe(err: &anyhow::Error) -> String {
+    let multi_line = err
+        .chain()
+        .any(|cause| matches!(cause.downcast_ref(), Some(boxlite::Error::Boot { .. })));
+    let line = joined(err);
+    if multi_line {
+        line
+    } else {
+        line.replace('\n', " ")
+    }
+}
+
+/// The error and its causes, without repeating a cause its parent already quotes.
+fn joined(err: &anyhow::Error) -> String {
     let mut line = err.to_string();
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
@@ -55,5 +210,5 @@ fn one_line(err: &anyhow::Error) -> String {
             line.push_str(&text);
         }
     }
-    line.replace('\n', " ")
+    line
 }

@@ -29,6 +29,8 @@ pub struct Run {
     pub args: String,
     /// Whether it exited with status 0.
     pub success: bool,
+    /// Its exit status (`None`: killed by a signal).
+    pub code: Option<i32>,
     /// Its standard output.
     pub stdout: String,
     /// Its standard error.
@@ -47,6 +49,7 @@ impl Run {
         Run {
             args,
             success: status.success(),
+            code: status.code(),
             stdout: String::from_utf8(stdout).unwrap(),
             stderr: String::from_utf8(stderr).unwrap(),
         }

@@ -1,0 +1,78 @@
+//! The box commands, one file per group, and what they share: opening the runtime, parsing
+//! `-e`, turning a command's ending into an exit status.
+
+pub mod cp;
+pub mod exec;
+pub mod info;
+pub mod lifecycle;
+pub mod ls;
+pub mod run;
+
+use std::io::IsTerminal;
+
+use anyhow::{Context, Result, bail};
+use boxlite::{ExitStatus, Runtime, RuntimeOptions, SupervisorCommand};
+
+use crate::Global;
+
+/// The hidden subcommand this binary serves boxes' supervisors with.
+const SUPERVISE: &str = crate::SUPERVISE;
+
+/// Opens the runtime in the chosen home, with this binary as every box's supervisor.
+pub fn open_runtime(global: &Global) -> Result<Runtime> {
+    let home = crate::home::resolve(global.home.clone());
+    let mut options = RuntimeOptions::new(&home);
+    // An empty variable (BOXLITE_KERNEL=) means "not set", as the runtime reads it too.
+    options.kernel = global.kernel.clone().filter(|p| !p.as_os_str().is_empty());
+    options.initramfs = global
+        .initramfs
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty());
+    let exe = std::env::current_exe().context("finding this program to run supervisors")?;
+    options.supervisor = Some(SupervisorCommand {
+        program: exe,
+        args: vec![SUPERVISE.into()],
+    });
+    options.progress = std::io::stderr().is_terminal();
+    Runtime::open(options).with_context(|| format!("opening state directory {}", home.display()))
+}
+
+/// Parses `-e NAME=VALUE` settings.
+pub fn parse_env(settings: &[String]) -> Result<Vec<(String, String)>> {
+    settings
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((name, value)) => {
+                boxlite::options::validate_env_name(name)?;
+                Ok((name.to_string(), value.to_string()))
+            }
+            None => bail!("-e {s:?}: expected NAME=VALUE"),
+        })
+        .collect()
+}
+
+/// The shell-style exit status of a command that ended so: its code, or 128 + the signal
+/// that killed it.
+pub fn exit_code(status: &ExitStatus) -> u8 {
+    match (status.code, status.signal) {
+        (Some(code), _) => u8::try_from(code).unwrap_or(1),
+        (None, Some(signal)) => u8::try_from(128 + signal).unwrap_or(255),
+        (None, None) => 1,
+    }
+}
+
+/// What starting a command in a box ended with, when the failure is the command's own:
+/// docker's 127 (not found) and 126 (cannot be run), with the agent's words.
+pub fn command_failure(err: &boxlite::Error) -> Option<(u8, String)> {
+    let boxlite::Error::Protocol { source, .. } = err else {
+        return None;
+    };
+    let protocol::Error::Remote { kind, message } = source else {
+        return None;
+    };
+    match kind {
+        protocol::ErrorKind::NotFound => Some((127, message.clone())),
+        protocol::ErrorKind::PermissionDenied => Some((126, message.clone())),
+        _ => None,
+    }
+}

@@ -1,0 +1,225 @@
+//! `boxlite run` and `boxlite create`: a box from an image, with a command.
+
+use anyhow::{Context, Result, bail};
+use boxlite::options::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
+use boxlite::{BoxCommand, BoxOptions, EngineKind, LiteBox, Runtime};
+use tokio::sync::mpsc;
+
+use super::{command_failure, exit_code, open_runtime, parse_env};
+use crate::Global;
+use crate::attach::{self, Attach};
+
+/// How a box is made: the flags `run` and `create` share.
+#[derive(clap::Args)]
+pub struct BoxFlags {
+    /// Name the box (default: box-<8 hex digits of its id>).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Set an environment variable for every command in the box (repeatable).
+    #[arg(short = 'e', long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// Working directory for commands (absolute; default: the image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    workdir: Option<String>,
+    /// User for commands: name, uid or uid:gid (default: the image's).
+    #[arg(short = 'u', long, value_name = "USER")]
+    user: Option<String>,
+    /// vCPUs.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CPUS)]
+    cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB)]
+    memory: u32,
+    /// Size of the box's writable disk in GiB (sparse: only what is written takes space).
+    #[arg(long = "disk-size", value_name = "GIB")]
+    disk_size: Option<u64>,
+    /// Virtual machine monitor: auto, kvm or qemu.
+    #[arg(long, value_name = "ENGINE", default_value = "auto")]
+    engine: String,
+}
+
+impl BoxFlags {
+    /// The box options these flags ask for, checked against their limits and the host's
+    /// memory before anything is made.
+    fn options(&self, image: &str) -> Result<BoxOptions> {
+        let mut options = BoxOptions::new(image);
+        options.name = self.name.clone();
+        options.env = parse_env(&self.env)?;
+        options.working_dir = self.workdir.clone();
+        options.user = self.user.clone();
+        options.cpus = self.cpus;
+        options.memory_mib = self.memory;
+        if let Some(gib) = self.disk_size {
+            options.disk_size_mib = gib
+                .checked_mul(1024)
+                .with_context(|| format!("--disk-size {gib} GiB is too large"))?;
+        }
+        options.engine = self.engine.parse::<EngineKind>()?;
+        options.validate()?;
+        boxlite::host::check_memory(options.memory_mib)?;
+        Ok(options)
+    }
+}
+
+/// `boxlite run`.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    flags: BoxFlags,
+    /// Remove the box when it stops.
+    #[arg(long)]
+    rm: bool,
+    /// Start the box with the command as its main command and print its id; the box stops
+    /// when the command ends (without one, it idles, serving `exec`).
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    detach: bool,
+    /// Pass this terminal's stdin to the command (otherwise its stdin is closed).
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run the command on a pseudo-terminal (with -i: this terminal in raw mode).
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The image (name or digest prefix, as `boxlite image ls` shows).
+    image: String,
+    /// The command: arguments to the image's entrypoint (default: the image's command).
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+/// `boxlite create`.
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    flags: BoxFlags,
+    /// The image (name or digest prefix, as `boxlite image ls` shows).
+    image: String,
+    /// The box's main command (after the image's entrypoint), run whenever it starts; the
+    /// box stops when it ends. None: the box idles, serving `exec`.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+}
+
+/// Creates a box; prints its id.
+pub async fn create(global: &Global, args: CreateArgs) -> Result<u8> {
+    let mut options = args.flags.options(&args.image)?;
+    let runtime = open_runtime(global)?;
+    if !args.command.is_empty() {
+        options.command = run_argv(&runtime, &args.image, &args.command)?;
+    }
+    let litebox = runtime.create(options).await?;
+    println!("{}", litebox.id());
+    Ok(0)
+}
+
+/// Runs a command in a new box: in the foreground, or (`-d`) as the box's main command.
+pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
+    let how = Attach {
+        stdin: args.interactive,
+        tty: args.tty,
+    };
+    how.check()?;
+    let mut options = args.flags.options(&args.image)?;
+    let runtime = open_runtime(global)?;
+    let argv = run_argv(&runtime, &args.image, &args.command)?;
+    options.auto_remove = args.rm;
+    if args.detach {
+        options.command = argv;
+        let litebox = runtime.create(options).await?;
+        if let Err(e) = litebox.start().await {
+            if args.rm {
+                let _ = litebox.remove(true).await;
+            }
+            return Err(e.into());
+        }
+        println!("{}", litebox.id());
+        return Ok(0);
+    }
+    if argv.is_empty() {
+        bail!(
+            "no command given, and image {} has no default command",
+            args.image
+        );
+    }
+    let litebox = runtime.create(options).await?;
+    let result = run_in(&litebox, argv, how).await;
+    // Like docker, the box ends with its command: nothing else runs in it.
+    if let Err(e) = litebox.stop().await {
+        eprintln!(
+            "boxlite: warning: stopping box {}: {}",
+            litebox.name(),
+            crate::describe(&e.into())
+        );
+    }
+    if args.rm {
+        remove_quietly(&runtime, &litebox).await;
+    }
+    result
+}
+
+/// The argv `run IMAGE ARGS` runs, as docker composes it from the image's config.
+fn run_argv(runtime: &Runtime, image: &str, args: &[String]) -> Result<Vec<String>> {
+    let image = runtime.store().get(image)?;
+    Ok(boxlite::run_argv(args, &image.config.config))
+}
+
+/// Starts the box, runs `argv` in it attached to us; the exit status.
+async fn run_in(litebox: &LiteBox, argv: Vec<String>, how: Attach) -> Result<u8> {
+    // Caught from here on: a Ctrl-C while the box boots stops the box instead of leaving it
+    // running with no one attached.
+    let mut signals = attach::catch_signals();
+    tokio::select! {
+        started = litebox.start() => started?,
+        Some(number) = signals.recv() => {
+            let _ = litebox.stop_with_grace(std::time::Duration::ZERO).await;
+            return Ok(exit_code(&boxlite::ExitStatus {
+                signal: Some(number),
+                ..Default::default()
+            }));
+        }
+    }
+    run_command(litebox, BoxCommand::from_argv(argv), how, signals).await
+}
+
+/// Runs `command` in the running box, attached; the shell-style exit status (127/126 with
+/// the agent's words when the command cannot be started).
+pub async fn run_command(
+    litebox: &LiteBox,
+    mut command: BoxCommand,
+    how: Attach,
+    signals: mpsc::Receiver<i32>,
+) -> Result<u8> {
+    command.tty = how.tty_size();
+    let execution = match litebox.exec(command).await {
+        Ok(execution) => execution,
+        Err(e) => {
+            if let Some((code, message)) = command_failure(&e) {
+                eprintln!("boxlite: error: {message}");
+                return Ok(code);
+            }
+            return Err(e.into());
+        }
+    };
+    let status = attach::attach(execution, how, signals).await?;
+    Ok(exit_code(&status))
+}
+
+/// Removes the box unless it is gone already (an auto-remove box removes itself as it
+/// stops); a failure is reported, not fatal: the command's status matters more.
+async fn remove_quietly(runtime: &Runtime, litebox: &LiteBox) {
+    match runtime.remove(litebox.id(), true).await {
+        Ok(()) | Err(boxlite::Error::NoSuchBox(_)) => {}
+        Err(e) => eprintln!(
+            "boxlite: warning: removing box {}: {}",
+            litebox.name(),
+            crate::describe(&e.into())
+        ),
+    }
+}
