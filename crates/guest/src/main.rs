@@ -1,6 +1,8 @@
 //! The `boxlite-guest` executable: PID 1 of a box's VM, or a protocol server on a Unix socket
 //! for tests on the host. See the library's documentation for what each mode does.
 
+mod boot_timer;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -113,6 +115,10 @@ fn run_init(args: &Args) -> ! {
         Some(_) => PathBuf::new(),
         None => init::port_path(&config.port).unwrap_or_else(|e| init::fatal(&e.to_string())),
     };
+    // Only in a VM: `--pid1` runs on a test host, whose I/O ports are not ours to poke.
+    if !args.pid1 {
+        boot_timer::signal();
+    }
     let served = runtime.block_on(async move {
         let listener = match &listen {
             Some(path) => Some(bind(path)?),
