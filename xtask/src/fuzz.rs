@@ -8,7 +8,13 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 3] = ["extract_layer", "parse_image_json", "protocol_frames"];
+pub const TARGETS: [&str; 5] = [
+    "extract_layer",
+    "parse_image_json",
+    "protocol_frames",
+    "virtio_queue",
+    "vmm_devices",
+];
 
 /// Arguments of `cargo xtask fuzz`.
 #[derive(ClapArgs)]

@@ -62,7 +62,8 @@ pub fn build(config: VmConfig) -> Result<Machine> {
         i8042::PORT_COUNT,
         Arc::new(Mutex::new(I8042::new(exit.clone()))),
     )?;
-    let timer = BootTimer::new(config.started, boot_time.clone());
+    let stop = config.stop_on_boot.then(|| exit.clone());
+    let timer = BootTimer::new(config.started, boot_time.clone(), stop);
     io.insert(
         u64::from(BOOT_TIMER_PORT),
         boot_timer::PORT_COUNT,

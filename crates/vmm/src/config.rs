@@ -64,6 +64,8 @@ pub struct VmConfig {
     pub serial: Option<Box<dyn Write + Send>>,
     /// When the VMM started: the origin of the setup and boot times.
     pub started: Instant,
+    /// End the VM when the guest agent pokes the boot timer.
+    pub stop_on_boot: bool,
 }
 
 impl VmConfig {
@@ -79,6 +81,7 @@ impl VmConfig {
             rng: false,
             serial: None,
             started: Instant::now(),
+            stop_on_boot: false,
         }
     }
 }

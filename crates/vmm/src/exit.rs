@@ -19,8 +19,10 @@ pub enum ExitReason {
     FailEntry(String),
     /// The VMM failed (an ioctl error, a device thread error).
     VmmError(String),
-    /// The host asked the VM to stop (a signal, a test).
+    /// The host asked the VM to stop (a signal, a test, a timeout).
     Stopped,
+    /// The guest agent signalled readiness and the VM was asked to stop then (benchmarks).
+    Booted,
 }
 
 impl ExitReason {
@@ -43,6 +45,7 @@ impl std::fmt::Display for ExitReason {
             ExitReason::FailEntry(s) => write!(f, "KVM could not enter the guest: {s}"),
             ExitReason::VmmError(s) => write!(f, "VMM error: {s}"),
             ExitReason::Stopped => write!(f, "stopped by the host"),
+            ExitReason::Booted => write!(f, "the guest agent is ready (stopped at boot)"),
         }
     }
 }

@@ -24,3 +24,5 @@ pub mod memory;
 pub mod vm;
 
 pub use error::{Error, Result};
+/// The vm-memory version our guest memory type comes from (for tests and fuzzers).
+pub use vm_memory;

@@ -4,6 +4,7 @@ mod exec;
 mod mount;
 mod rootfs;
 mod stats;
+mod vmm;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,6 +27,8 @@ enum Which {
     Rootfs(rootfs::Args),
     /// Exec through the guest agent over a Unix socket vs. directly: latency and throughput.
     Exec(exec::Args),
+    /// Our KVM VMM: setup to first KVM_RUN, memory overhead, boot to agent ready.
+    Vmm(vmm::Args),
 }
 
 /// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
@@ -43,5 +46,6 @@ pub fn run(args: Args) -> Result<()> {
     match args.which {
         Which::Rootfs(args) => rootfs::run(args),
         Which::Exec(args) => exec::run(args),
+        Which::Vmm(args) => vmm::run(args),
     }
 }

@@ -1,7 +1,8 @@
 //! `boxlite-vmm`: runs one VM from its command-line configuration and exits with the guest's
 //! outcome. The runtime's `kvm` engine starts it the way the `qemu` engine starts QEMU.
 //!
-//! Exit status: 0 the guest rebooted or powered off (i8042 reset, KVM system event);
+//! Exit status: 0 the guest rebooted or powered off (i8042 reset, KVM system event), or
+//! reached the boot timer under `--exit-on-boot`;
 //! 1 the VMM or KVM failed (including a KVM internal error); 2 bad arguments or
 //! configuration; 3 the guest triple-faulted; 4 KVM is unusable here (the reason says why,
 //! and to use `--engine qemu`); 5 `--timeout` expired.
@@ -74,6 +75,10 @@ struct Args {
     /// running it (benchmarks; allowed where KVM cannot run Linux).
     #[arg(long)]
     setup_only: bool,
+    /// End the VM (exit status 0) as soon as the guest agent pokes the boot timer
+    /// (benchmarks of boot time).
+    #[arg(long)]
+    exit_on_boot: bool,
     /// Stop the VM after this many seconds (exit status 5).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
@@ -144,6 +149,7 @@ fn main() -> ExitCode {
     config.started = started;
     config.disks = disks;
     config.rng = !args.no_rng;
+    config.stop_on_boot = args.exit_on_boot;
     config.serial = Some(match &args.serial_log {
         Some(path) => match std::fs::File::create(path) {
             Ok(f) => Box::new(f),
@@ -199,6 +205,7 @@ fn main() -> ExitCode {
     let outcome = machine.run(timeout);
     let (code, kind) = match &outcome.reason {
         ExitReason::Reset | ExitReason::SystemEvent(_) => (0, "reset"),
+        ExitReason::Booted => (0, "booted"),
         ExitReason::TripleFault => (3, "triple-fault"),
         ExitReason::Stopped => (5, "timeout"),
         _ => (1, "error"),

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::bus::BusDevice;
+use crate::exit::{ExitReason, ExitState};
 
 /// One port.
 pub const PORT_COUNT: u64 = 1;
@@ -17,12 +18,18 @@ pub type BootTime = Arc<OnceLock<Duration>>;
 pub struct BootTimer {
     started: Instant,
     recorded: BootTime,
+    stop: Option<Arc<ExitState>>,
 }
 
 impl BootTimer {
-    /// A timer counting from `started`, recording into `recorded`.
-    pub fn new(started: Instant, recorded: BootTime) -> BootTimer {
-        BootTimer { started, recorded }
+    /// A timer counting from `started`, recording into `recorded`; with `stop`, the first
+    /// write also ends the VM (benchmarks of boot time).
+    pub fn new(started: Instant, recorded: BootTime, stop: Option<Arc<ExitState>>) -> BootTimer {
+        BootTimer {
+            started,
+            recorded,
+            stop,
+        }
     }
 }
 
@@ -33,6 +40,9 @@ impl BusDevice for BootTimer {
 
     fn write(&mut self, _offset: u64, _data: &[u8]) {
         let _ = self.recorded.set(self.started.elapsed());
+        if let Some(exit) = &self.stop {
+            exit.stop(ExitReason::Booted);
+        }
     }
 }
 
@@ -43,12 +53,14 @@ mod tests {
     #[test]
     fn first_write_is_recorded() {
         let recorded = BootTime::default();
-        let mut t = BootTimer::new(Instant::now(), recorded.clone());
+        let exit = Arc::new(ExitState::default());
+        let mut t = BootTimer::new(Instant::now(), recorded.clone(), Some(exit.clone()));
         assert!(recorded.get().is_none());
         t.write(0, &[1]);
         let first = *recorded.get().unwrap();
         std::thread::sleep(Duration::from_millis(2));
         t.write(0, &[1]);
         assert_eq!(*recorded.get().unwrap(), first);
+        assert_eq!(exit.wait(None), Some(ExitReason::Booted));
     }
 }

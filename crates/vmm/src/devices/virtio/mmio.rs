@@ -83,6 +83,9 @@ pub mod status {
 
 const MAGIC_VALUE: u32 = 0x7472_6976;
 const VENDOR: u32 = 0x4c58_4f42; // "BOXL"
+/// Guest errors reported on stderr per device: a guest that loops through errors and resets
+/// must not flood the host's logs.
+const MAX_REPORTED_ERRORS: u32 = 8;
 /// Largest configuration space we expose (virtio-mmio allows up to 0xf00 bytes).
 pub const MAX_CONFIG_LEN: usize = 0x100;
 
@@ -99,6 +102,7 @@ pub struct MmioTransport {
     driver_features: u64,
     queue_sel: u32,
     active: bool,
+    errors: u32,
 }
 
 impl MmioTransport {
@@ -128,6 +132,7 @@ impl MmioTransport {
             driver_features: 0,
             queue_sel: 0,
             active: false,
+            errors: 0,
         })
     }
 
@@ -197,10 +202,13 @@ impl MmioTransport {
     /// A guest protocol error stops the device until the driver resets it.
     fn check(&mut self, result: Result<()>) {
         if let Err(e) = result {
-            eprintln!(
-                "boxlite-vmm: virtio device {}: {e}; it needs a reset",
-                self.device.device_type()
-            );
+            self.errors = self.errors.saturating_add(1);
+            if self.errors <= MAX_REPORTED_ERRORS {
+                eprintln!(
+                    "boxlite-vmm: virtio device {}: {e}; it needs a reset",
+                    self.device.device_type()
+                );
+            }
             self.status |= status::DEVICE_NEEDS_RESET;
             self.interrupt.signal(CONFIG_CHANGE);
         }
