@@ -1,0 +1,119 @@
+//! Where things live under the state directory.
+//!
+//! ```text
+//! <home>/state.db                 boxes, base disks, their relations (SQLite)
+//! <home>/images/ layers/ locks/   the image store and layer cache (oci-layers)
+//! <home>/disks/<alg>/<hex>.ext4   read-only base disk of an image (by manifest digest)
+//! <home>/boxes/<id>/              one box: disk.ext4, console.log, agent.sock, box.sock,
+//!                                 supervisor.lock, supervisor.log, vm.log
+//! <home>/guest/                   default place of the guest kernel and initramfs
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use oci_layers::Digest;
+
+/// The paths of one state directory.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    home: PathBuf,
+}
+
+impl Layout {
+    /// The layout of `home`.
+    pub fn new(home: impl Into<PathBuf>) -> Layout {
+        Layout { home: home.into() }
+    }
+
+    /// The state directory.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The SQLite database.
+    pub fn state_db(&self) -> PathBuf {
+        self.home.join("state.db")
+    }
+
+    /// Where base disks are kept.
+    pub fn disks_dir(&self) -> PathBuf {
+        self.home.join("disks")
+    }
+
+    /// The base disk of the image with manifest digest `digest`.
+    pub fn base_disk(&self, digest: &Digest) -> PathBuf {
+        self.disks_dir()
+            .join(digest.algorithm().name())
+            .join(format!("{}.ext4", digest.hex()))
+    }
+
+    /// Scratch space on the same filesystem as the disks (for build-then-rename).
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.home.join("tmp")
+    }
+
+    /// Where all boxes' directories are.
+    pub fn boxes_dir(&self) -> PathBuf {
+        self.home.join("boxes")
+    }
+
+    /// The default guest kernel and initramfs directory.
+    pub fn guest_dir(&self) -> PathBuf {
+        self.home.join("guest")
+    }
+
+    /// The files of box `id`.
+    pub fn box_dir(&self, id: &str) -> BoxPaths {
+        BoxPaths {
+            dir: self.boxes_dir().join(id),
+        }
+    }
+}
+
+/// The files of one box.
+#[derive(Debug, Clone)]
+pub struct BoxPaths {
+    dir: PathBuf,
+}
+
+impl BoxPaths {
+    /// The box's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The writable disk (sparse ext4 image).
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join("disk.ext4")
+    }
+
+    /// The guest's serial console output.
+    pub fn console_log(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
+    /// The VM's agent channel (served by the engine, used only by the supervisor).
+    pub fn agent_socket(&self) -> PathBuf {
+        self.dir.join("agent.sock")
+    }
+
+    /// The supervisor's socket, where any process talks to the box.
+    pub fn box_socket(&self) -> PathBuf {
+        self.dir.join("box.sock")
+    }
+
+    /// Held (flock, exclusive) by the live supervisor for its whole life.
+    pub fn supervisor_lock(&self) -> PathBuf {
+        self.dir.join("supervisor.lock")
+    }
+
+    /// The VM process's own messages (its stderr), from its last start.
+    pub fn vm_log(&self) -> PathBuf {
+        self.dir.join("vm.log")
+    }
+
+    /// The supervisor's own messages (its stderr).
+    pub fn supervisor_log(&self) -> PathBuf {
+        self.dir.join("supervisor.log")
+    }
+}

@@ -1,0 +1,332 @@
+//! What a caller chooses: where the runtime keeps its state, and how a box is made.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The fewest vCPUs a box gets.
+pub const MIN_CPUS: u32 = 1;
+/// The most vCPUs a box gets: QEMU's microvm and our VMM route interrupts through one
+/// IOAPIC, and more than this many vCPUs buys a sandbox nothing.
+pub const MAX_CPUS: u32 = 64;
+/// The least guest memory: below this the minimal kernel plus agent cannot boot.
+pub const MIN_MEMORY_MIB: u32 = 64;
+/// The smallest writable disk: ext4 needs room for its journal and metadata.
+pub const MIN_DISK_SIZE_MIB: u64 = 64;
+/// The largest writable disk (sparse, so only what the box writes takes space): 16 TiB is
+/// ext4's limit with 4 KiB blocks.
+pub const MAX_DISK_SIZE_MIB: u64 = 16 << 20;
+
+/// The default number of vCPUs.
+pub const DEFAULT_CPUS: u32 = 1;
+/// The default guest memory.
+pub const DEFAULT_MEMORY_MIB: u32 = 512;
+/// The default writable disk size.
+pub const DEFAULT_DISK_SIZE_MIB: u64 = 2048;
+
+/// How the runtime finds its state and the things it runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// The state directory: images, layer cache, base disks, boxes, `state.db`.
+    pub home: PathBuf,
+    /// The guest kernel (PVH `vmlinux` or `bzImage`); default: `$BOXLITE_KERNEL`, else
+    /// `<home>/guest/vmlinux`, else `<home>/guest/bzImage`.
+    pub kernel: Option<PathBuf>,
+    /// The agent initramfs; default: `$BOXLITE_INITRAMFS`, else `<home>/guest/initramfs.cpio.gz`.
+    pub initramfs: Option<PathBuf>,
+    /// How to start a box's supervisor; default: `$BOXLITE_SUPERVISOR`, else a
+    /// `boxlite-supervisor` beside the running executable (or its parent directory), else `PATH`.
+    pub supervisor: Option<SupervisorCommand>,
+    /// QEMU; default: `$BOXLITE_QEMU`, else `qemu-system-x86_64` in `PATH`.
+    pub qemu: Option<PathBuf>,
+    /// Show progress bars for long steps (image unpacking) on a terminal.
+    pub progress: bool,
+}
+
+impl RuntimeOptions {
+    /// Options for the state directory `home`, everything else found by default.
+    pub fn new(home: impl Into<PathBuf>) -> RuntimeOptions {
+        RuntimeOptions {
+            home: home.into(),
+            kernel: None,
+            initramfs: None,
+            supervisor: None,
+            qemu: None,
+            progress: false,
+        }
+    }
+}
+
+/// The program (and leading arguments) that runs a box's supervisor; the runtime appends its
+/// own arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SupervisorCommand {
+    /// The executable.
+    pub program: PathBuf,
+    /// Arguments before the runtime's own (e.g. a hidden subcommand).
+    pub args: Vec<String>,
+}
+
+/// Which virtual machine monitor runs a box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// `kvm` where hardware KVM is usable, else `qemu`.
+    #[default]
+    Auto,
+    /// Our own VMM on /dev/kvm.
+    Kvm,
+    /// `qemu-system-x86_64 -M microvm`, with KVM when usable, else TCG.
+    Qemu,
+}
+
+impl fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EngineKind::Auto => "auto",
+            EngineKind::Kvm => "kvm",
+            EngineKind::Qemu => "qemu",
+        })
+    }
+}
+
+impl FromStr for EngineKind {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<EngineKind> {
+        match s {
+            "auto" => Ok(EngineKind::Auto),
+            "kvm" => Ok(EngineKind::Kvm),
+            "qemu" => Ok(EngineKind::Qemu),
+            other => Err(Error::InvalidInput(format!(
+                "unknown engine {other:?}: use auto, kvm or qemu"
+            ))),
+        }
+    }
+}
+
+/// How to make a box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoxOptions {
+    /// The image, by name or digest (as `boxlite image ls` shows).
+    pub image: String,
+    /// A unique name; one is made up when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Size of the box's writable disk in MiB (a sparse file).
+    pub disk_size_mib: u64,
+    /// Environment for every command, over the image's (`NAME`, `value`).
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// Working directory for every command, over the image's.
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    /// User for every command, over the image's.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The engine.
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// Remove the box once it stops.
+    #[serde(default)]
+    pub auto_remove: bool,
+    /// The box's main command, run when it starts; the box stops when it ends. Empty: the box
+    /// idles until stopped, serving `exec`.
+    #[serde(default)]
+    pub command: Vec<String>,
+}
+
+impl BoxOptions {
+    /// Defaults for image `image`.
+    pub fn new(image: impl Into<String>) -> BoxOptions {
+        BoxOptions {
+            image: image.into(),
+            name: None,
+            cpus: DEFAULT_CPUS,
+            memory_mib: DEFAULT_MEMORY_MIB,
+            disk_size_mib: DEFAULT_DISK_SIZE_MIB,
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            engine: EngineKind::Auto,
+            auto_remove: false,
+            command: Vec::new(),
+        }
+    }
+
+    /// Checks every field against its limits.
+    pub fn validate(&self) -> Result<()> {
+        if self.image.trim().is_empty() {
+            return Err(Error::InvalidInput("no image given".into()));
+        }
+        if let Some(name) = &self.name {
+            validate_name(name)?;
+        }
+        if !(MIN_CPUS..=MAX_CPUS).contains(&self.cpus) {
+            return Err(Error::InvalidInput(format!(
+                "--cpus {}: a box has {MIN_CPUS} to {MAX_CPUS} vCPUs",
+                self.cpus
+            )));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(Error::InvalidInput(format!(
+                "--memory {} MiB: a box needs at least {MIN_MEMORY_MIB} MiB",
+                self.memory_mib
+            )));
+        }
+        if !(MIN_DISK_SIZE_MIB..=MAX_DISK_SIZE_MIB).contains(&self.disk_size_mib) {
+            return Err(Error::InvalidInput(format!(
+                "disk size {} MiB: use {MIN_DISK_SIZE_MIB} MiB to {} GiB",
+                self.disk_size_mib,
+                MAX_DISK_SIZE_MIB >> 10
+            )));
+        }
+        for (key, _) in &self.env {
+            validate_env_name(key)?;
+        }
+        if let Some(dir) = &self.working_dir {
+            validate_working_dir(dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The longest box name: it becomes the guest's hostname, which Linux caps at 64 bytes.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Checks a box name: 1..=64 of `[A-Za-z0-9_.-]`, starting with a letter or digit (it is
+/// also the guest's hostname and a path component nowhere).
+pub fn validate_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "box name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '_', '.' or '-', \
+             starting with a letter or digit"
+        )))
+    }
+}
+
+/// Checks an environment variable name: not empty, no `=` or NUL.
+pub fn validate_env_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.contains(['=', '\0']) {
+        return Err(Error::InvalidInput(format!(
+            "environment variable name {name:?}: must be non-empty, without '=' or NUL"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a working directory: absolute.
+pub fn validate_working_dir(dir: &str) -> Result<()> {
+    if !dir.starts_with('/') || dir.contains('\0') {
+        return Err(Error::InvalidInput(format!(
+            "working directory {dir:?}: must be an absolute path"
+        )));
+    }
+    Ok(())
+}
+
+/// A command to run in a box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxCommand {
+    /// The program and its arguments.
+    pub argv: Vec<String>,
+    /// Environment over the box's and the image's.
+    pub env: Vec<(String, String)>,
+    /// Working directory over the box's and the image's.
+    pub working_dir: Option<String>,
+    /// User over the box's and the image's.
+    pub user: Option<String>,
+    /// Run on a pseudo-terminal of this size (rows, columns).
+    pub tty: Option<(u16, u16)>,
+    /// Kill the command after this long.
+    pub timeout: Option<Duration>,
+}
+
+impl BoxCommand {
+    /// A command running `program`.
+    pub fn new(program: impl Into<String>) -> BoxCommand {
+        BoxCommand {
+            argv: vec![program.into()],
+            env: Vec::new(),
+            working_dir: None,
+            user: None,
+            tty: None,
+            timeout: None,
+        }
+    }
+
+    /// A command from a whole argv (empty: the image's default command).
+    pub fn from_argv<I, S>(argv: I) -> BoxCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        BoxCommand {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..BoxCommand::new(String::new())
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> BoxCommand {
+        self.argv.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> BoxCommand
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.argv.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> BoxCommand {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory.
+    pub fn working_dir(mut self, dir: impl Into<String>) -> BoxCommand {
+        self.working_dir = Some(dir.into());
+        self
+    }
+
+    /// Sets the user (`name`, `uid`, `uid:gid`).
+    pub fn user(mut self, user: impl Into<String>) -> BoxCommand {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Runs on a pseudo-terminal of `rows` × `cols`.
+    pub fn tty(mut self, rows: u16, cols: u16) -> BoxCommand {
+        self.tty = Some((rows, cols));
+        self
+    }
+
+    /// Kills the command after `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> BoxCommand {
+        self.timeout = Some(timeout);
+        self
+    }
+}

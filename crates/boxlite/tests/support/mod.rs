@@ -1,0 +1,140 @@
+//! Shared setup of the end-to-end tests: a temporary state directory with a small real image
+//! (the host's dash and coreutils with their libraries), and a runtime that boots boxes with
+//! the `cargo xtask kernel` kernel and the `cargo xtask guest` initramfs under QEMU.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use boxlite::{Runtime, RuntimeOptions, SupervisorCommand};
+use oci_layers::{Compression, LayoutBuilder};
+
+/// The image every test box runs.
+pub const IMAGE: &str = "e2e-tools";
+
+/// The kernel and initramfs, or `None` (with the reason printed) when the environment does
+/// not give them.
+pub fn guest() -> Option<(PathBuf, PathBuf)> {
+    let kernel_dir = std::env::var_os("BOXLITE_KERNEL_DIR").map(PathBuf::from);
+    let initramfs = std::env::var_os("BOXLITE_GUEST_INITRAMFS").map(PathBuf::from);
+    match (kernel_dir, initramfs) {
+        (Some(dir), Some(initramfs)) => {
+            let vmlinux = dir.join("vmlinux");
+            let kernel = if vmlinux.is_file() {
+                vmlinux
+            } else {
+                dir.join("bzImage")
+            };
+            Some((kernel, initramfs))
+        }
+        _ => {
+            eprintln!(
+                "skipped: set BOXLITE_KERNEL_DIR=$(cargo xtask kernel --print-path) and \
+                 BOXLITE_GUEST_INITRAMFS=$(cargo xtask guest --print-path) to boot boxes \
+                 (`cargo xtask test` does)"
+            );
+            None
+        }
+    }
+}
+
+/// A state directory with [`IMAGE`] imported.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+}
+
+impl Fixture {
+    /// A fresh fixture, or `None` when boxes cannot boot here (see [`guest`]).
+    pub fn new() -> Option<Fixture> {
+        let (kernel, initramfs) = guest()?;
+        // Short: socket paths under it must fit in sun_path.
+        let dir = tempfile::Builder::new()
+            .prefix("bx")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let fixture = Fixture {
+            dir,
+            kernel,
+            initramfs,
+        };
+        let layout = fixture.dir.path().join("layout");
+        tools_image().write_layout(&layout, "latest").unwrap();
+        fixture
+            .runtime()
+            .store()
+            .import(&layout, Some(IMAGE), false)
+            .unwrap();
+        Some(fixture)
+    }
+
+    /// The state directory.
+    pub fn home(&self) -> PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Runtime options for the state directory.
+    pub fn options(&self) -> RuntimeOptions {
+        let mut options = RuntimeOptions::new(self.home());
+        options.kernel = Some(self.kernel.clone());
+        options.initramfs = Some(self.initramfs.clone());
+        options.supervisor = Some(SupervisorCommand {
+            program: env!("CARGO_BIN_EXE_boxlite-supervisor").into(),
+            args: Vec::new(),
+        });
+        options
+    }
+
+    /// A runtime on the state directory.
+    pub fn runtime(&self) -> Runtime {
+        Runtime::open(self.options()).unwrap()
+    }
+}
+
+/// An image of the host's dash and a few coreutils, with their shared libraries.
+pub fn tools_image() -> LayoutBuilder {
+    let tree = tempfile::tempdir().unwrap().keep();
+    let programs = [
+        ("/bin/dash", "bin/sh"),
+        ("/usr/bin/cat", "bin/cat"),
+        ("/usr/bin/echo", "bin/echo"),
+        ("/usr/bin/sleep", "bin/sleep"),
+        ("/usr/bin/ls", "bin/ls"),
+        ("/usr/bin/head", "bin/head"),
+        ("/usr/bin/sha256sum", "bin/sha256sum"),
+        ("/usr/bin/true", "bin/true"),
+        ("/usr/bin/test", "bin/test"),
+        ("/usr/bin/sync", "bin/sync"),
+        ("/usr/bin/seq", "bin/seq"),
+    ];
+    for (host, inside) in programs {
+        copy_with_libs(host, &tree, inside);
+    }
+    for d in ["etc", "proc", "sys", "dev", "root", "tmp", "srv"] {
+        std::fs::create_dir_all(tree.join(d)).unwrap();
+    }
+    std::fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(tree.join("etc/group"), "root:x:0:\n").unwrap();
+    std::fs::write(tree.join("etc/os-release"), "NAME=\"e2e tools\"\n").unwrap();
+    LayoutBuilder::new()
+        .layer_dir(&tree, Compression::Gzip)
+        .env(["PATH=/bin", "IMAGE_VAR=from-image"])
+        .working_dir("/srv")
+        .cmd(["/bin/sh"])
+}
+
+fn copy_with_libs(host: &str, tree: &Path, inside: &str) {
+    let dest = tree.join(inside);
+    std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+    std::fs::copy(host, &dest).unwrap();
+    let out = Command::new("ldd").arg(host).output().unwrap();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(lib) = line.split_whitespace().find(|w| w.starts_with('/')) {
+            let dest = tree.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &dest).unwrap();
+        }
+    }
+}
