@@ -6,6 +6,7 @@
 //! `BOXLITE_GUEST_INITRAMFS` (`cargo xtask guest --print-path`), and hardware KVM. On the
 //! paravirtual kvm_pvm it is skipped with the reason, unless `BOXLITE_FORCE_KVM_BOOT=1`
 //! forces it (with a long deadline), and then it fails saying how far the guest got.
+//! `BOXLITE_VMM_KERNEL=vmlinux` boots the ELF kernel through PVH instead of the bzImage.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,7 +25,8 @@ const BOOT_DEADLINE: Duration = Duration::from_secs(60);
 const FORCED_DEADLINE: Duration = Duration::from_secs(300);
 
 fn inputs() -> Option<(PathBuf, PathBuf, Duration)> {
-    let kernel = std::env::var_os("BOXLITE_KERNEL_DIR").map(|d| PathBuf::from(d).join("bzImage"));
+    let format = std::env::var("BOXLITE_VMM_KERNEL").unwrap_or_else(|_| "bzImage".into());
+    let kernel = std::env::var_os("BOXLITE_KERNEL_DIR").map(|d| PathBuf::from(d).join(format));
     let initramfs = std::env::var_os("BOXLITE_GUEST_INITRAMFS").map(PathBuf::from);
     let (Some(kernel), Some(initramfs)) = (kernel, initramfs) else {
         eprintln!(
