@@ -132,3 +132,145 @@ async fn lifecycle_exec_and_a_disk_that_persists() {
         Error::NoSuchBox(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boxes_of_one_image_are_isolated() {
+    let Some(fx) = Fixture::new() else { return };
+    let rt = fx.runtime();
+    let named = |name: &str| {
+        let mut options = BoxOptions::new(IMAGE);
+        options.name = Some(name.into());
+        options
+    };
+    let a = rt.create(named("iso-a")).await.unwrap();
+    let b = rt.create(named("iso-b")).await.unwrap();
+    let (started_a, started_b) = tokio::join!(a.start(), b.start());
+    started_a.unwrap();
+    started_b.unwrap();
+    let out = a
+        .exec(sh(
+            "echo mine > /root/only-a; cat /proc/sys/kernel/hostname",
+        ))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"iso-a\n");
+    let out = b
+        .exec(sh(
+            "cat /proc/sys/kernel/hostname; test -e /root/only-a; echo $?",
+        ))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "iso-b\n1\n");
+
+    // A running box is removed only with force, and force kills it.
+    let err = rt.remove("iso-a", false).await.unwrap_err();
+    assert!(err.to_string().contains("rm -f"), "{err}");
+    let supervisor = a.info().await.unwrap().supervisor_pid.unwrap();
+    let vm = a.info().await.unwrap().vm_pid.unwrap();
+    rt.remove("iso-a", true).await.unwrap();
+    rt.remove("iso-b", true).await.unwrap();
+    assert!(rt.list().await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!support::alive(supervisor) && !support::alive(vm));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
+    let Some(fx) = Fixture::new() else { return };
+    let rt = fx.runtime();
+    let mut options = BoxOptions::new(IMAGE);
+    options.name = Some("main".into());
+    options.command = vec!["sh".into(), "-c".into(), "echo main-out; exit 7".into()];
+    let bx = rt.create(options).await.unwrap();
+    bx.start().await.unwrap();
+    let info = wait_until_stopped(&bx).await;
+    assert_eq!(info.exit_code, Some(7), "{info:?}");
+    assert!(info.reason.unwrap().contains("code 7"));
+    let console =
+        std::fs::read_to_string(fx.home().join("boxes").join(bx.id()).join("console.log")).unwrap();
+    assert!(console.contains("main-out"), "{console}");
+
+    // With auto-remove, the box is gone once its command ends.
+    let mut options = BoxOptions::new(IMAGE);
+    options.auto_remove = true;
+    options.command = vec!["true".into()];
+    let bx = rt.create(options).await.unwrap();
+    let id = bx.id().to_string();
+    bx.start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while rt.get(&id).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auto-remove box is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!fx.home().join("boxes").join(&id).exists());
+}
+
+async fn wait_until_stopped(bx: &boxlite::LiteBox) -> boxlite::BoxInfo {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = bx.info().await.unwrap();
+        if !info.state.is_active() {
+            return info;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {}", info.state);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors() {
+    let Some(fx) = Fixture::new() else { return };
+    let rt = fx.runtime();
+
+    let err = rt
+        .create(BoxOptions::new("no-such-image"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no-such-image"), "{err}");
+
+    let mut options = BoxOptions::new(IMAGE);
+    options.memory_mib = u32::MAX;
+    let err = rt.create(options).await.unwrap_err();
+    assert!(err.to_string().contains("memory"), "{err}");
+
+    let mut options = BoxOptions::new(IMAGE);
+    options.cpus = 0;
+    let err = rt.create(options).await.unwrap_err();
+    assert!(err.to_string().contains("--cpus"), "{err}");
+
+    let mut options = BoxOptions::new(IMAGE);
+    options.name = Some("taken".into());
+    rt.create(options.clone()).await.unwrap();
+    let err = rt.create(options).await.unwrap_err();
+    assert!(matches!(err, Error::NameInUse(..)), "{err}");
+
+    // A kernel that is not there.
+    let mut no_kernel = fx.options();
+    no_kernel.kernel = Some(fx.dir.path().join("no-kernel"));
+    let rt2 = boxlite::Runtime::open(no_kernel).unwrap();
+    let err = rt2.get("taken").await.unwrap().start().await.unwrap_err();
+    assert!(matches!(err, Error::Missing { .. }), "{err}");
+    assert!(err.to_string().contains("kernel"), "{err}");
+
+    // A kernel that is not a kernel: the error quotes what the VM said.
+    let mut bad_kernel = fx.options();
+    let garbage = fx.dir.path().join("garbage-kernel");
+    std::fs::write(&garbage, vec![0x5a; 64 << 10]).unwrap();
+    bad_kernel.kernel = Some(garbage);
+    let rt3 = boxlite::Runtime::open(bad_kernel).unwrap();
+    let bx = rt3.get("taken").await.unwrap();
+    let err = bx.start().await.unwrap_err();
+    assert!(matches!(err, Error::Boot { .. }), "{err}");
+    assert!(err.to_string().contains("VM"), "{err}");
+    let info = bx.info().await.unwrap();
+    assert!(!info.state.is_active(), "{info:?}");
+}

@@ -77,20 +77,49 @@ impl Fixture {
 
     /// Runtime options for the state directory.
     pub fn options(&self) -> RuntimeOptions {
-        let mut options = RuntimeOptions::new(self.home());
-        options.kernel = Some(self.kernel.clone());
-        options.initramfs = Some(self.initramfs.clone());
-        options.supervisor = Some(SupervisorCommand {
-            program: env!("CARGO_BIN_EXE_boxlite-supervisor").into(),
-            args: Vec::new(),
-        });
-        options
+        options_for(&self.home(), &self.kernel, &self.initramfs)
     }
 
     /// A runtime on the state directory.
     pub fn runtime(&self) -> Runtime {
         Runtime::open(self.options()).unwrap()
     }
+}
+
+impl Drop for Fixture {
+    /// Kills what a failed test left running: supervisors are detached on purpose, so
+    /// nothing else would.
+    fn drop(&mut self) {
+        let Ok(db) = boxlite::state::StateDb::open(&self.home().join("state.db")) else {
+            return;
+        };
+        for record in db.list_boxes().unwrap_or_default() {
+            if let Some(pid) = record.supervisor_pid {
+                // SAFETY: kill(2) on a pid this test's boxes recorded; at worst it names a
+                // process that is already gone.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// Runtime options for state directory `home` booting `kernel` and `initramfs`.
+pub fn options_for(home: &Path, kernel: &Path, initramfs: &Path) -> RuntimeOptions {
+    let mut options = RuntimeOptions::new(home);
+    options.kernel = Some(kernel.to_path_buf());
+    options.initramfs = Some(initramfs.to_path_buf());
+    options.supervisor = Some(SupervisorCommand {
+        program: env!("CARGO_BIN_EXE_boxlite-supervisor").into(),
+        args: Vec::new(),
+    });
+    options
+}
+
+/// Whether process `pid` exists.
+pub fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// An image of the host's dash and a few coreutils, with their shared libraries.
