@@ -110,6 +110,7 @@ impl LiteBox {
             kernel: self.shared.kernel()?,
             initramfs: self.shared.initramfs()?,
             qemu: self.shared.qemu(),
+            vmm: self.shared.vmm(),
             boot_timeout,
             ready_fd: Some(READY_FD),
         };

@@ -44,6 +44,9 @@ pub struct RuntimeOptions {
     pub supervisor: Option<SupervisorCommand>,
     /// QEMU; default: `$BOXLITE_QEMU`, else `qemu-system-x86_64` in `PATH`.
     pub qemu: Option<PathBuf>,
+    /// Our own VMM (the kvm engine); default: `$BOXLITE_VMM`, else a `boxlite-vmm` beside the
+    /// running executable (or its parent directory), else `PATH`.
+    pub vmm: Option<PathBuf>,
     /// Show progress bars for long steps (image unpacking) on a terminal.
     pub progress: bool,
 }
@@ -57,6 +60,7 @@ impl RuntimeOptions {
             initramfs: None,
             supervisor: None,
             qemu: None,
+            vmm: None,
             progress: false,
         }
     }

@@ -8,8 +8,9 @@ use serde::Serialize;
 
 use crate::defaults;
 use crate::disk;
+use crate::engine;
 use crate::error::{Error, Result};
-use crate::host::{self, KvmSupport};
+use crate::host;
 use crate::layout::Layout;
 use crate::litebox::LiteBox;
 use crate::liveness;
@@ -128,6 +129,24 @@ impl Shared {
             .or_else(|| host::find_program("qemu-system-x86_64"))
     }
 
+    /// `boxlite-vmm`, if found.
+    pub(crate) fn vmm(&self) -> Option<PathBuf> {
+        self.options
+            .vmm
+            .clone()
+            .or_else(|| std::env::var_os("BOXLITE_VMM").map(PathBuf::from))
+            .or_else(|| beside_current_exe(VMM_NAME))
+            .or_else(|| host::find_program(VMM_NAME))
+    }
+
+    /// The engines' programs, where found.
+    pub(crate) fn programs(&self) -> engine::Programs {
+        engine::Programs {
+            qemu: self.qemu(),
+            vmm: self.vmm(),
+        }
+    }
+
     /// How to start a supervisor.
     pub(crate) fn supervisor(&self) -> Result<SupervisorCommand> {
         if let Some(command) = &self.options.supervisor {
@@ -135,7 +154,7 @@ impl Shared {
         }
         let program = std::env::var_os("BOXLITE_SUPERVISOR")
             .map(PathBuf::from)
-            .or_else(beside_current_exe)
+            .or_else(|| beside_current_exe(SUPERVISOR_NAME))
             .or_else(|| host::find_program(SUPERVISOR_NAME))
             .ok_or_else(|| Error::Missing {
                 what: SUPERVISOR_NAME.into(),
@@ -153,17 +172,17 @@ impl Shared {
 /// The supervisor binary's name.
 const SUPERVISOR_NAME: &str = "boxlite-supervisor";
 
-/// A `boxlite-supervisor` beside the running program, or one directory up (where cargo puts
+/// The kvm engine's binary's name.
+const VMM_NAME: &str = "boxlite-vmm";
+
+/// Program `name` beside the running program, or one directory up (where cargo puts
 /// binaries when the running program is a test in `target/*/deps`).
-fn beside_current_exe() -> Option<PathBuf> {
+fn beside_current_exe(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [
-        dir.join(SUPERVISOR_NAME),
-        dir.parent()?.join(SUPERVISOR_NAME),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
+    [dir.join(name), dir.parent()?.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// The explicit path, else the one in `env`, else the first default that exists; an
@@ -262,6 +281,9 @@ impl Runtime {
     pub async fn create(&self, mut options: BoxOptions) -> Result<LiteBox> {
         options.validate()?;
         host::check_memory(options.memory_mib)?;
+        // Refused now rather than at the first start: `--engine kvm` on a host without
+        // hardware KVM, or an engine whose program is missing.
+        engine::resolve(options.engine, &host::probe_kvm(), &self.shared.programs())?;
         let shared = self.shared.clone();
         let record = tokio::task::spawn_blocking(move || {
             let image = shared.store.get(&options.image)?;
@@ -345,14 +367,18 @@ impl Runtime {
     pub fn host_info(&self) -> HostInfo {
         let kvm = host::probe_kvm();
         let qemu = self.shared.qemu();
+        let vmm = self.shared.vmm();
         let engines = vec![
             EngineInfo {
                 name: "kvm".into(),
-                available: false,
-                detail: format!(
-                    "our own VMM is not part of this build's runtime yet; {}",
-                    kvm.describe()
-                ),
+                available: kvm.is_hardware() && vmm.is_some(),
+                detail: match &vmm {
+                    Some(path) => format!("{}: {}", path.display(), kvm.describe()),
+                    None => format!(
+                        "boxlite-vmm not found (set BOXLITE_VMM); {}",
+                        kvm.describe()
+                    ),
+                },
             },
             EngineInfo {
                 name: "qemu".into(),
@@ -374,21 +400,17 @@ impl Runtime {
             kvm_hardware: kvm.is_hardware(),
             kvm: kvm.describe(),
             engines,
-            auto_engine: auto_engine(&kvm),
+            auto_engine: match engine::resolve(EngineKind::Auto, &kvm, &self.shared.programs()) {
+                Ok(EngineKind::Kvm) => "kvm (boxlite-vmm)".into(),
+                Ok(_) if kvm.is_hardware() => "qemu (kvm)".into(),
+                Ok(_) => "qemu (tcg)".into(),
+                Err(e) => format!("none: {e}"),
+            },
             kernel: self.shared.kernel().ok(),
             initramfs: self.shared.initramfs().ok(),
             supervisor: self.shared.supervisor().ok().map(|s| s.program),
             memory_mib: host::memory_total_mib().ok(),
         }
-    }
-}
-
-fn auto_engine(kvm: &KvmSupport) -> String {
-    let _ = EngineKind::Auto;
-    if kvm.is_hardware() {
-        "qemu (kvm)".into()
-    } else {
-        "qemu (tcg)".into()
     }
 }
 

@@ -253,6 +253,16 @@ async fn bad_requests_get_clear_errors() {
     let err = rt.create(options).await.unwrap_err();
     assert!(matches!(err, Error::NameInUse(..)), "{err}");
 
+    // The kvm engine where KVM is the paravirtual kvm_pvm: refused, pointing to qemu.
+    if !boxlite::host::probe_kvm().is_hardware()
+        && std::env::var_os(boxlite::engine::FORCE_KVM_ENV).is_none()
+    {
+        let mut options = BoxOptions::new(IMAGE);
+        options.engine = boxlite::EngineKind::Kvm;
+        let err = rt.create(options).await.unwrap_err().to_string();
+        assert!(err.contains("--engine qemu"), "{err}");
+    }
+
     // A kernel that is not there.
     let mut no_kernel = fx.options();
     no_kernel.kernel = Some(fx.dir.path().join("no-kernel"));
@@ -273,4 +283,35 @@ async fn bad_requests_get_clear_errors() {
     assert!(err.to_string().contains("VM"), "{err}");
     let info = bx.info().await.unwrap();
     assert!(!info.state.is_active(), "{info:?}");
+}
+
+/// The kvm engine (our own VMM) end to end: only where hardware KVM is usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kvm_engine_boots_a_box_on_hardware_kvm() {
+    let kvm = boxlite::host::probe_kvm();
+    if !kvm.is_hardware() {
+        eprintln!("skipped: {}", kvm.describe());
+        return;
+    }
+    let Some(fx) = Fixture::new() else { return };
+    let rt = fx.runtime();
+    let mut options = BoxOptions::new(IMAGE);
+    options.engine = boxlite::EngineKind::Kvm;
+    let bx = rt.create(options).await.unwrap();
+    bx.start().await.unwrap();
+    assert!(bx.info().await.unwrap().engine.unwrap().starts_with("kvm"));
+    let out = bx
+        .exec(sh("echo via-kvm"))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"via-kvm\n");
+    eprintln!(
+        "kvm engine boot: {:?} ms",
+        bx.metrics().await.unwrap().boot_ms
+    );
+    bx.stop().await.unwrap();
+    assert_eq!(bx.info().await.unwrap().state, BoxState::Stopped);
 }

@@ -6,6 +6,7 @@
 //! first serial port (appended to the box's console log) and the agent channel on a Unix socket
 //! the engine serves and the supervisor connects to. Everything above the engine is identical.
 
+mod kvm;
 mod qemu;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::host::KvmSupport;
 use crate::options::EngineKind;
 
+pub use kvm::Kvm;
 pub use qemu::Qemu;
 
 /// Everything an engine needs to boot one box.
@@ -51,38 +53,109 @@ pub trait Engine: Send + Sync {
     fn command(&self, spec: &VmSpec) -> Result<Command>;
 }
 
-/// The kernel command line every engine passes; `port` is how the agent finds its channel.
-pub fn kernel_cmdline(spec: &VmSpec, port: &str) -> String {
-    // `reboot=t`: with no ACPI the guest can only end the VM by resetting, which both engines
-    // turn into a clean exit; `panic=-1` turns a kernel panic into that too.
+/// The kernel command line every engine passes: `port` is how the agent finds its channel,
+/// `reboot` how the guest resets (`t`: triple fault, `k`: the keyboard controller).
+pub fn kernel_cmdline(spec: &VmSpec, port: &str, reboot: char) -> String {
+    // With no ACPI the guest can only end the VM by resetting, which each engine turns into a
+    // clean exit; `panic=-1` turns a kernel panic into that too.
     format!(
-        "console=ttyS0 quiet reboot=t panic=-1 boxlite.root=/dev/vda boxlite.data=/dev/vdb \
-         boxlite.hostname={} boxlite.port={port}",
+        "console=ttyS0 quiet reboot={reboot} panic=-1 boxlite.root=/dev/vda \
+         boxlite.data=/dev/vdb boxlite.hostname={} boxlite.port={port}",
         spec.hostname
     )
 }
 
-/// Picks the engine for `kind` on a host with `kvm`.
-pub fn select(
-    kind: EngineKind,
-    kvm: &KvmSupport,
-    qemu: Option<PathBuf>,
-) -> Result<Box<dyn Engine>> {
+/// The environment variable that lets `--engine kvm` run where KVM is not hardware KVM
+/// (`kvm_pvm`), for experiments: Linux guests die there.
+pub const FORCE_KVM_ENV: &str = "BOXLITE_FORCE_KVM";
+
+/// The programs the engines run, where found.
+#[derive(Debug, Clone, Default)]
+pub struct Programs {
+    /// `qemu-system-x86_64`.
+    pub qemu: Option<PathBuf>,
+    /// `boxlite-vmm`, our own VMM.
+    pub vmm: Option<PathBuf>,
+}
+
+/// Which engine `kind` means on a host with `kvm` and `programs`, or why none can run.
+pub fn resolve(kind: EngineKind, kvm: &KvmSupport, programs: &Programs) -> Result<EngineKind> {
+    let forced = std::env::var_os(FORCE_KVM_ENV).is_some_and(|v| v == "1");
     match kind {
-        // The kvm engine (our own VMM) is not part of the runtime yet: `auto` runs QEMU, with
-        // KVM acceleration where the host has hardware KVM.
-        EngineKind::Auto | EngineKind::Qemu => {
-            let Some(program) = qemu else {
-                return Err(Error::Missing {
-                    what: "qemu-system-x86_64".into(),
-                    hint: "install it (apt-get install qemu-system-x86) or set BOXLITE_QEMU".into(),
-                });
-            };
-            Ok(Box::new(Qemu::new(program, kvm.is_hardware())))
-        }
+        EngineKind::Auto if kvm.is_hardware() && programs.vmm.is_some() => Ok(EngineKind::Kvm),
+        EngineKind::Auto | EngineKind::Qemu if programs.qemu.is_none() => Err(Error::Missing {
+            what: "qemu-system-x86_64".into(),
+            hint: "install it (apt-get install qemu-system-x86) or set BOXLITE_QEMU".into(),
+        }),
+        EngineKind::Auto | EngineKind::Qemu => Ok(EngineKind::Qemu),
+        EngineKind::Kvm if programs.vmm.is_none() => Err(Error::Missing {
+            what: "boxlite-vmm (the kvm engine)".into(),
+            hint: "install it beside the program that uses boxlite or in PATH, set \
+                   BOXLITE_VMM, or use --engine qemu"
+                .into(),
+        }),
+        EngineKind::Kvm if kvm.is_hardware() || forced => Ok(EngineKind::Kvm),
         EngineKind::Kvm => Err(Error::Host(format!(
-            "the kvm engine is not available in this build ({}); use --engine qemu",
+            "the kvm engine cannot run here: {}; use --engine qemu (or set {FORCE_KVM_ENV}=1 \
+             to try anyway)",
             kvm.describe()
         ))),
+    }
+}
+
+/// The engine for `kind` on a host with `kvm` and `programs`.
+pub fn select(kind: EngineKind, kvm: &KvmSupport, programs: &Programs) -> Result<Box<dyn Engine>> {
+    let resolved = resolve(kind, kvm, programs)?;
+    match (resolved, &programs.vmm, &programs.qemu) {
+        (EngineKind::Kvm, Some(vmm), _) => Ok(Box::new(Kvm::new(vmm.clone()))),
+        (_, _, Some(qemu)) => Ok(Box::new(Qemu::new(qemu.clone(), kvm.is_hardware()))),
+        _ => Err(Error::Host(format!("no program for the {resolved} engine"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_picks_kvm_only_on_hardware_kvm_with_the_vmm() {
+        let both = Programs {
+            qemu: Some("/q".into()),
+            vmm: Some("/v".into()),
+        };
+        let qemu_only = Programs {
+            qemu: Some("/q".into()),
+            vmm: None,
+        };
+        let hw = KvmSupport::Hardware;
+        let pvm = KvmSupport::Paravirtual;
+        assert_eq!(
+            resolve(EngineKind::Auto, &hw, &both).unwrap(),
+            EngineKind::Kvm
+        );
+        assert_eq!(
+            resolve(EngineKind::Auto, &hw, &qemu_only).unwrap(),
+            EngineKind::Qemu
+        );
+        assert_eq!(
+            resolve(EngineKind::Auto, &pvm, &both).unwrap(),
+            EngineKind::Qemu
+        );
+        assert_eq!(
+            resolve(EngineKind::Qemu, &hw, &both).unwrap(),
+            EngineKind::Qemu
+        );
+        if std::env::var_os(FORCE_KVM_ENV).is_none() {
+            let err = resolve(EngineKind::Kvm, &pvm, &both)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--engine qemu"), "{err}");
+        }
+        let err = resolve(EngineKind::Kvm, &hw, &qemu_only)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("boxlite-vmm"), "{err}");
+        let none = Programs::default();
+        assert!(resolve(EngineKind::Auto, &pvm, &none).is_err());
     }
 }

@@ -50,7 +50,7 @@ impl Qemu {
         args.push("-initrd".into());
         args.push(spec.initramfs.display().to_string());
         args.push("-append".into());
-        args.push(kernel_cmdline(spec, AGENT_PORT));
+        args.push(kernel_cmdline(spec, AGENT_PORT, 't'));
         args.push("-chardev".into());
         args.push(format!(
             "file,id=console,path={},append=on",

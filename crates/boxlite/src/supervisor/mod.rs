@@ -60,6 +60,8 @@ pub struct SupervisorArgs {
     pub initramfs: PathBuf,
     /// QEMU, for the qemu engine.
     pub qemu: Option<PathBuf>,
+    /// `boxlite-vmm`, for the kvm engine.
+    pub vmm: Option<PathBuf>,
     /// How long the boot may take.
     pub boot_timeout: Duration,
     /// The pipe to report readiness on (inherited descriptor number).
@@ -85,6 +87,10 @@ impl SupervisorArgs {
             args.push("--qemu".into());
             args.push(qemu.display().to_string());
         }
+        if let Some(vmm) = &self.vmm {
+            args.push("--vmm".into());
+            args.push(vmm.display().to_string());
+        }
         if let Some(fd) = self.ready_fd {
             args.push("--ready-fd".into());
             args.push(fd.to_string());
@@ -99,6 +105,7 @@ impl SupervisorArgs {
         let mut kernel = None;
         let mut initramfs = None;
         let mut qemu = None;
+        let mut vmm = None;
         let mut boot_timeout = DEFAULT_BOOT_TIMEOUT;
         let mut ready_fd = None;
         let mut args = args.into_iter();
@@ -112,6 +119,7 @@ impl SupervisorArgs {
                 "--kernel" => kernel = Some(PathBuf::from(value)),
                 "--initramfs" => initramfs = Some(PathBuf::from(value)),
                 "--qemu" => qemu = Some(PathBuf::from(value)),
+                "--vmm" => vmm = Some(PathBuf::from(value)),
                 "--boot-timeout-ms" => {
                     boot_timeout = Duration::from_millis(value.parse().map_err(|_| {
                         Error::InvalidInput(format!("supervisor: bad --boot-timeout-ms {value}"))
@@ -136,6 +144,7 @@ impl SupervisorArgs {
             kernel: kernel.ok_or_else(|| missing("--kernel"))?,
             initramfs: initramfs.ok_or_else(|| missing("--initramfs"))?,
             qemu,
+            vmm,
             boot_timeout,
             ready_fd,
         })
@@ -248,7 +257,11 @@ async fn supervise(args: &SupervisorArgs, ready: &mut Ready) -> Result<()> {
         }
     })?;
     let kvm = host::probe_kvm();
-    let engine = engine::select(record.options.engine, &kvm, args.qemu.clone())?;
+    let programs = engine::Programs {
+        qemu: args.qemu.clone(),
+        vmm: args.vmm.clone(),
+    };
+    let engine = engine::select(record.options.engine, &kvm, &programs)?;
     let spec = VmSpec {
         kernel: args.kernel.clone(),
         initramfs: args.initramfs.clone(),

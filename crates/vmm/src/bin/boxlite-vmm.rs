@@ -151,7 +151,12 @@ fn main() -> ExitCode {
     config.rng = !args.no_rng;
     config.stop_on_boot = args.exit_on_boot;
     config.serial = Some(match &args.serial_log {
-        Some(path) => match std::fs::File::create(path) {
+        // Appended: the log covers every boot of a box, and the runtime appends to it too.
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
             Ok(f) => Box::new(f),
             Err(e) => return fail(2, format!("--serial-log {}: {e}", path.display())),
         },
