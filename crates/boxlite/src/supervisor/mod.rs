@@ -401,6 +401,12 @@ async fn serve(
             ending
         }
         Ending::Stopped | Ending::MainExited(_) => {
+            let _ = with_db(db, |db| {
+                db.update_box(id, |r| {
+                    r.state = BoxState::Stopping;
+                    Ok(())
+                })
+            });
             power_off(vm, &guest).await;
             for reply in pending_replies {
                 let _ = reply.shutting_down().await;
