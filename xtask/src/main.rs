@@ -28,7 +28,7 @@ struct Cli {
 enum Task {
     /// Formatting, clippy (-D warnings) and every test: the CI test command.
     Test(test::Args),
-    /// The main job: build a small multi-layer Debian image, import it and assemble its rootfs.
+    /// The main job: build the guest, a small Debian image and boxlite, then run commands in a box.
     Demo(demo::Args),
     /// Benchmarks, compared side by side with peer tools in one run.
     Bench(bench::Args),

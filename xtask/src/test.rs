@@ -3,7 +3,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::{fuzz, guest, kernel, sh};
+use crate::{demo, fuzz, guest, kernel, sh};
 
 /// Arguments of `cargo xtask test`.
 #[derive(ClapArgs)]
@@ -43,7 +43,18 @@ pub fn run(args: Args) -> Result<()> {
             .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
             .args(&args.rest),
     )?;
-    sh::run(sh::cargo().args(["test", "--workspace", "--doc"]))?;
+    // `--all-targets` leaves doc tests out; they run here, with the same guest files and the
+    // supervisor the test build made (a doc test runs from a temporary directory, so the
+    // runtime cannot find it beside the executable).
+    let mut doc = sh::cargo();
+    doc.args(["test", "--workspace", "--doc"])
+        .env("BOXLITE_KERNEL_DIR", &kernel_dir)
+        .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs);
+    let supervisor = demo::target_dir().join("debug/boxlite-supervisor");
+    if supervisor.is_file() {
+        doc.env("BOXLITE_SUPERVISOR", supervisor);
+    }
+    sh::run(&mut doc)?;
     if args.fuzz_seconds > 0 {
         if fuzz::available() {
             fuzz::run(fuzz::Args {
