@@ -112,8 +112,11 @@ fn state_column(b: &BoxInfo) -> String {
     }
     match (b.exit_code, &b.reason) {
         (Some(code), _) => format!("{state} (exit {code})"),
-        (None, Some(reason)) => format!("{state} ({})", shorten(reason, SHORT_REASON)),
-        (None, None) => state.to_string(),
+        // "stopped (stopped)" says nothing twice.
+        (None, Some(reason)) if reason != state => {
+            format!("{state} ({})", shorten(reason, SHORT_REASON))
+        }
+        (None, _) => state.to_string(),
     }
 }
 

@@ -151,12 +151,14 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
     let litebox = runtime.create(options).await?;
     let result = run_in(&litebox, argv, how).await;
     // Like docker, the box ends with its command: nothing else runs in it.
-    if let Err(e) = litebox.stop().await {
-        eprintln!(
+    match litebox.stop().await {
+        // An auto-remove box may be gone already (a signal during boot stopped it).
+        Ok(()) | Err(boxlite::Error::NoSuchBox(_)) => {}
+        Err(e) => eprintln!(
             "boxlite: warning: stopping box {}: {}",
             litebox.name(),
             crate::describe(&e.into())
-        );
+        ),
     }
     if args.rm {
         remove_quietly(&runtime, &litebox).await;
