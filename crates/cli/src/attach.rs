@@ -67,14 +67,17 @@ pub async fn attach(
         // Dropping it is EOF: the command sees its stdin closed at once.
         _ => None,
     };
+    // Told when our stdout or stderr is closed (`| head`).
+    let (broken_tx, mut broken) = mpsc::channel::<()>(2);
     let stdout_task = exec
         .stdout
         .take()
-        .map(|out| tokio::spawn(pump_output(out, tokio::io::stdout())));
+        .map(|out| tokio::spawn(pump_output(out, tokio::io::stdout(), broken_tx.clone())));
     let stderr_task = exec
         .stderr
         .take()
-        .map(|err| tokio::spawn(pump_output(err, tokio::io::stderr())));
+        .map(|err| tokio::spawn(pump_output(err, tokio::io::stderr(), broken_tx.clone())));
+    drop(broken_tx);
 
     let mut winch = if how.tty {
         signal(SignalKind::window_change()).ok()
@@ -89,6 +92,11 @@ pub async fn attach(
             Some(number) = signals.recv() => {
                 // A command that already ended cannot be signalled; its status comes next.
                 let _ = exec.signal(number).await;
+            }
+            Some(()) = broken.recv() => {
+                // As in a local pipeline: a writer whose reader is gone gets SIGPIPE, so
+                // `yes | head -1` ends instead of running on into the void.
+                let _ = exec.signal(libc::SIGPIPE).await;
             }
             () = recv(&mut winch) => {
                 let (rows, cols) = tty::size();
@@ -173,9 +181,13 @@ async fn pump_stdin(mut input: ExecStdin, mut chunks: mpsc::Receiver<Vec<u8>>) {
 }
 
 /// Copies a command's output stream to ours, flushing every chunk (a terminal shows it as
-/// it comes). When ours is gone (a closed pipe) the rest is read and dropped, so the
-/// command is never stalled by flow control on output no one reads.
-async fn pump_output(mut from: ExecOutput, mut to: impl AsyncWrite + Unpin) {
+/// it comes). When ours is gone (a closed pipe) `broken` is told, and the rest is read and
+/// dropped, so the command is never stalled by flow control on output no one reads.
+async fn pump_output(
+    mut from: ExecOutput,
+    mut to: impl AsyncWrite + Unpin,
+    broken: mpsc::Sender<()>,
+) {
     let mut buf = vec![0u8; CHUNK];
     let mut open = true;
     loop {
@@ -185,6 +197,7 @@ async fn pump_output(mut from: ExecOutput, mut to: impl AsyncWrite + Unpin) {
         };
         if open && (to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err()) {
             open = false;
+            let _ = broken.try_send(());
         }
     }
     if open {

@@ -76,3 +76,35 @@ pub fn command_failure(err: &boxlite::Error) -> Option<(u8, String)> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        let status = |code, signal| ExitStatus {
+            code,
+            signal,
+            timed_out: false,
+        };
+        assert_eq!(exit_code(&status(Some(0), None)), 0);
+        assert_eq!(exit_code(&status(Some(7), None)), 7);
+        assert_eq!(exit_code(&status(None, Some(9))), 137);
+        assert_eq!(exit_code(&status(None, Some(13))), 141);
+    }
+
+    #[test]
+    fn env_settings() {
+        assert_eq!(
+            parse_env(&["A=1".into(), "B=x=y".into(), "C=".into()]).unwrap(),
+            [
+                ("A".to_string(), "1".to_string()),
+                ("B".into(), "x=y".into()),
+                ("C".into(), String::new())
+            ]
+        );
+        assert!(parse_env(&["A".into()]).is_err());
+        assert!(parse_env(&["=1".into()]).is_err());
+    }
+}

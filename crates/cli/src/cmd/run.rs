@@ -69,8 +69,8 @@ pub struct RunArgs {
     /// Remove the box when it stops.
     #[arg(long)]
     rm: bool,
-    /// Start the box with the command as its main command and print its id; the box stops
-    /// when the command ends (without one, it idles, serving `exec`).
+    /// Start the box with CMD as its main command and print its id; the box stops when the
+    /// command ends (without CMD, it idles, serving `exec`).
     #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
     detach: bool,
     /// Pass this terminal's stdin to the command (otherwise its stdin is closed).
@@ -131,7 +131,11 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
     let argv = run_argv(&runtime, &args.image, &args.command)?;
     options.auto_remove = args.rm;
     if args.detach {
-        options.command = argv;
+        // Without arguments a detached box idles, serving `exec` (a sandbox to work in),
+        // rather than running an image default such as `bash` that ends at once.
+        if !args.command.is_empty() {
+            options.command = argv;
+        }
         let litebox = runtime.create(options).await?;
         if let Err(e) = litebox.start().await {
             if args.rm {
