@@ -1,5 +1,6 @@
 //! `cargo xtask bench …`: benchmarks that run our code and the peer tools side by side.
 
+mod boot;
 mod exec;
 mod mount;
 mod rootfs;
@@ -27,6 +28,8 @@ enum Which {
     Rootfs(rootfs::Args),
     /// Exec through the guest agent over a Unix socket vs. directly: latency and throughput.
     Exec(exec::Args),
+    /// Boot: raw QEMU vs. `boxlite run --rm`, exec on a running box, supervisor memory.
+    Boot(boot::Args),
     /// Our KVM VMM: setup to first KVM_RUN, memory overhead, boot to agent ready.
     Vmm(vmm::Args),
 }
@@ -47,5 +50,6 @@ pub fn run(args: Args) -> Result<()> {
         Which::Rootfs(args) => rootfs::run(args),
         Which::Exec(args) => exec::run(args),
         Which::Vmm(args) => vmm::run(args),
+        Which::Boot(args) => boot::run(args),
     }
 }
