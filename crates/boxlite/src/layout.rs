@@ -4,7 +4,7 @@
 //! <home>/state.db                 boxes, base disks, their relations (SQLite)
 //! <home>/images/ layers/ locks/   the image store and layer cache (oci-layers)
 //! <home>/disks/<alg>/<hex>.ext4   read-only base disk of an image (by manifest digest)
-//! <home>/boxes/<id>/              one box: disk.ext4, console.log, agent.sock, box.sock,
+//! <home>/boxes/<id prefix>/       one box: disk.ext4, console.log, agent.sock, box.sock,
 //!                                 supervisor.lock, supervisor.log, vm.log
 //! <home>/guest/                   default place of the guest kernel and initramfs
 //! ```
@@ -12,6 +12,14 @@
 use std::path::{Path, PathBuf};
 
 use oci_layers::Digest;
+
+/// How many hex digits of a box id name its directory: the box's Unix sockets live there, and
+/// a socket path must fit in `sun_path` (108 bytes), which a full 64-digit id under a home
+/// like `~/.local/share/boxlite` would not. 64 random bits still never collide in practice.
+pub const BOX_DIR_ID_LEN: usize = 16;
+
+/// The longest Unix socket path Linux accepts (`sun_path` less its terminating NUL).
+pub const MAX_SOCKET_PATH_LEN: usize = 107;
 
 /// The paths of one state directory.
 #[derive(Debug, Clone)]
@@ -62,10 +70,12 @@ impl Layout {
         self.home.join("guest")
     }
 
-    /// The files of box `id`.
+    /// The files of box `id`, in a directory named by its first [`BOX_DIR_ID_LEN`] hex
+    /// digits.
     pub fn box_dir(&self, id: &str) -> BoxPaths {
+        let short = id.get(..BOX_DIR_ID_LEN).unwrap_or(id);
         BoxPaths {
-            dir: self.boxes_dir().join(id),
+            dir: self.boxes_dir().join(short),
         }
     }
 }

@@ -327,6 +327,17 @@ impl Runtime {
             // The row first: it reserves the name before any file exists.
             shared.db(|db| db.insert_box(&record))?;
             let paths = shared.layout.box_dir(&id);
+            let socket = paths.agent_socket();
+            if socket.as_os_str().len() > crate::layout::MAX_SOCKET_PATH_LEN {
+                let _ = shared.db(|db| db.remove_box(&id));
+                return Err(Error::InvalidInput(format!(
+                    "the state directory {} is too deep: the box's socket {} would exceed \
+                     the {}-byte limit of Unix socket paths; use a shorter --home",
+                    shared.layout.home().display(),
+                    socket.display(),
+                    crate::layout::MAX_SOCKET_PATH_LEN
+                )));
+            }
             let made = std::fs::create_dir_all(paths.dir())
                 .map_err(|e| Error::io(format!("creating {}", paths.dir().display()), e))
                 .and_then(|()| disk::create_box_disk(&paths.disk(), record.options.disk_size_mib));

@@ -193,7 +193,7 @@ async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
     assert_eq!(info.exit_code, Some(7), "{info:?}");
     assert!(info.reason.unwrap().contains("code 7"));
     let console =
-        std::fs::read_to_string(fx.home().join("boxes").join(bx.id()).join("console.log")).unwrap();
+        std::fs::read_to_string(fx.home().join("boxes").join(&bx.id()[..16]).join("console.log")).unwrap();
     assert!(console.contains("main-out"), "{console}");
 
     // With auto-remove, the box is gone once its command ends.
@@ -211,7 +211,7 @@ async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!fx.home().join("boxes").join(&id).exists());
+    assert!(!fx.home().join("boxes").join(&id[..16]).exists());
 }
 
 async fn wait_until_stopped(bx: &boxlite::LiteBox) -> boxlite::BoxInfo {

@@ -103,12 +103,8 @@ fn main() -> ExitCode {
     // The supervisor's own arguments (`--home`, `--box`, …) are not ours: hand them over
     // before clap sees them.
     if std::env::args_os().nth(1).is_some_and(|a| a == SUPERVISE) {
-        let args: Vec<String> = std::env::args_os()
-            .skip(2)
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        keep_ready_fd_from_children(&args);
-        return boxlite::supervisor::main(args);
+        let args = std::env::args_os().skip(2);
+        return boxlite::supervisor::main(args.map(|a| a.to_string_lossy().into_owned()));
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -126,25 +122,6 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!("boxlite: error: {}", describe(&err));
             ExitCode::from(EXIT_BOXLITE)
-        }
-    }
-}
-
-/// Marks the supervisor's readiness pipe (`--ready-fd N`) close-on-exec. The runtime hands
-/// it over without that flag (it must survive the supervisor's own exec), and a VM process
-/// that inherited it would hold the pipe open for its whole life: the starting `boxlite`
-/// reads the pipe to EOF, so `start` would hang until the box stopped. Only the flag
-/// changes; the supervisor still writes its answer to the descriptor as before.
-fn keep_ready_fd_from_children(args: &[String]) {
-    let fd = args
-        .windows(2)
-        .find(|pair| pair[0] == "--ready-fd")
-        .and_then(|pair| pair[1].parse::<i32>().ok());
-    if let Some(fd) = fd {
-        // SAFETY: fcntl(2) F_SETFD only changes the descriptor's flags; on a number that is
-        // not open it fails with EBADF and touches nothing.
-        unsafe {
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
 }
