@@ -201,7 +201,7 @@ fn a_box_driven_by_separate_invocations_keeps_its_disk() {
     );
     let inspect: serde_json::Value =
         serde_json::from_str(env.run(&["inspect", "kept"]).ok()).unwrap();
-    assert_eq!(inspect.to_string().contains("running"), true, "{inspect}");
+    assert!(inspect.to_string().contains("\"running\""), "{inspect}");
     env.run(&["rm", "kept"]).fails_with(&["rm -f"]);
     env.run(&["rm", "-f", "kept"]).ok();
     assert_eq!(env.run(&["ls", "-a", "--json"]).ok().trim(), "[]");
