@@ -418,17 +418,41 @@ fn kill_all(signal: Signal) {
     }
 }
 
-/// Whether any process other than this one is left (in this PID namespace).
+/// Whether any process other than this one is left (in this PID namespace) that could still
+/// be writing: kernel threads (kthreadd, pid 2, and its children) never end, and zombies have
+/// ended already, so neither keeps the shutdown waiting.
 fn others_alive() -> bool {
-    let me = std::process::id().to_string();
+    let me = std::process::id();
     std::fs::read_dir("/proc").is_ok_and(|dir| {
         dir.flatten().any(|e| {
-            let name = e.file_name();
-            let name = name.to_string_lossy();
-            name.bytes().all(|b| b.is_ascii_digit()) && name != me
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                return false;
+            };
+            pid != me
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .is_ok_and(|stat| is_live_user_process(pid, &stat))
         })
     })
 }
+
+/// Reads `/proc/PID/stat`: whether it is a user process that has not ended (not kthreadd or
+/// one of its kernel threads, not a zombie). The command name may hold spaces and parentheses,
+/// so the fields are taken after its last `)`.
+fn is_live_user_process(pid: u32, stat: &str) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("");
+    let ppid = fields
+        .next()
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or(0);
+    pid != KTHREADD && ppid != KTHREADD && state != "Z" && state != "X"
+}
+
+/// The kernel's thread-spawning thread; every kernel thread is its child.
+const KTHREADD: u32 = 2;
 
 /// Restarts the machine, which ends the VM (it runs with `reboot=t` and `-no-reboot`; without
 /// ACPI there is no power-off). Never returns.
@@ -465,6 +489,17 @@ fn c_str(s: &str) -> Result<CString> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernel_threads_and_zombies_do_not_count_as_alive() {
+        use super::is_live_user_process;
+        assert!(is_live_user_process(40, "40 (sh) S 1 40 40 0 -1"));
+        assert!(is_live_user_process(41, "41 (a (b) c) R 40 40 40 0 -1"));
+        assert!(!is_live_user_process(2, "2 (kthreadd) S 0 0 0 0 -1"));
+        assert!(!is_live_user_process(9, "9 (kworker/0:1) I 2 0 0 0 -1"));
+        assert!(!is_live_user_process(42, "42 (sh) Z 1 40 40 0 -1"));
+        assert!(!is_live_user_process(43, "garbage"));
+    }
+
     use super::*;
 
     #[test]
