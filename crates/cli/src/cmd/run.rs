@@ -154,8 +154,14 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
     }
     let litebox = runtime.create(options).await?;
     let result = run_in(&litebox, argv, how).await;
-    // Like docker, the box ends with its command: nothing else runs in it.
-    match litebox.stop().await {
+    // Like docker, the box ends with its command: nothing else runs in it. A box about to be
+    // removed needs no clean power-off (its disk is deleted), so it is stopped at once.
+    let stopped = if args.rm {
+        litebox.stop_with_grace(std::time::Duration::ZERO).await
+    } else {
+        litebox.stop().await
+    };
+    match stopped {
         // An auto-remove box may be gone already (a signal during boot stopped it).
         Ok(()) | Err(boxlite::Error::NoSuchBox(_)) => {}
         Err(e) => eprintln!(
