@@ -100,10 +100,12 @@ impl LiteBox {
         }
         let paths = self.shared.layout.box_dir(&self.id);
         let supervisor = self.shared.supervisor()?;
-        let boot_timeout = std::env::var(BOOT_TIMEOUT_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs);
+        let boot_timeout = self.shared.options.boot_timeout.unwrap_or_else(|| {
+            std::env::var(BOOT_TIMEOUT_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs)
+        });
         let args = SupervisorArgs {
             home: self.shared.layout.home().to_path_buf(),
             id: self.id.clone(),
@@ -275,14 +277,7 @@ impl LiteBox {
 
     /// Starts `command` in the running box.
     pub async fn exec(&self, command: BoxCommand) -> Result<Execution> {
-        let record = self.info().await?;
-        if record.state != BoxState::Running {
-            return Err(Error::InvalidState {
-                name: record.name,
-                state: record.state.to_string(),
-                hint: "start it first (`boxlite start`)".into(),
-            });
-        }
+        let record = self.running_record().await?;
         let argv = if command.argv.is_empty() {
             let image = self.shared.store.get(&record.image_digest)?;
             defaults::command_argv(&command, &image.config.config)
@@ -344,6 +339,12 @@ impl LiteBox {
     }
 
     async fn running_client(&self) -> Result<Arc<Client>> {
+        self.running_record().await?;
+        self.client().await
+    }
+
+    /// The box's record if it is running, else why it cannot be used.
+    async fn running_record(&self) -> Result<BoxInfo> {
         let record = self.info().await?;
         if record.state != BoxState::Running {
             return Err(Error::InvalidState {
@@ -352,7 +353,7 @@ impl LiteBox {
                 hint: "start it first (`boxlite start`)".into(),
             });
         }
-        self.client().await
+        Ok(record)
     }
 
     /// The connection to the box's supervisor, made on first use and again after it broke.

@@ -49,6 +49,9 @@ pub struct RuntimeOptions {
     pub vmm: Option<PathBuf>,
     /// Show progress bars for long steps (image unpacking) on a terminal.
     pub progress: bool,
+    /// How long a box may take from its VM's start to the agent's hello; default:
+    /// `$BOXLITE_BOOT_TIMEOUT` seconds, else 120 s.
+    pub boot_timeout: Option<Duration>,
 }
 
 impl RuntimeOptions {
@@ -62,6 +65,7 @@ impl RuntimeOptions {
             qemu: None,
             vmm: None,
             progress: false,
+            boot_timeout: None,
         }
     }
 }

@@ -192,8 +192,13 @@ async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
     let info = wait_until_stopped(&bx).await;
     assert_eq!(info.exit_code, Some(7), "{info:?}");
     assert!(info.reason.unwrap().contains("code 7"));
-    let console =
-        std::fs::read_to_string(fx.home().join("boxes").join(&bx.id()[..16]).join("console.log")).unwrap();
+    let console = std::fs::read_to_string(
+        fx.home()
+            .join("boxes")
+            .join(&bx.id()[..16])
+            .join("console.log"),
+    )
+    .unwrap();
     assert!(console.contains("main-out"), "{console}");
 
     // With auto-remove, the box is gone once its command ends.
@@ -270,6 +275,15 @@ async fn bad_requests_get_clear_errors() {
     let err = rt2.get("taken").await.unwrap().start().await.unwrap_err();
     assert!(matches!(err, Error::Missing { .. }), "{err}");
     assert!(err.to_string().contains("kernel"), "{err}");
+
+    // A guest that does not answer in time: a boot error, and the box is not left running.
+    let mut impatient = fx.options();
+    impatient.boot_timeout = Some(Duration::from_millis(1));
+    let rt4 = boxlite::Runtime::open(impatient).unwrap();
+    let bx = rt4.get("taken").await.unwrap();
+    let err = bx.start().await.unwrap_err();
+    assert!(err.to_string().contains("did not answer within"), "{err}");
+    assert!(!bx.info().await.unwrap().state.is_active());
 
     // A kernel that is not a kernel: the error quotes what the VM said.
     let mut bad_kernel = fx.options();

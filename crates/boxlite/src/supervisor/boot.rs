@@ -79,8 +79,8 @@ pub async fn connect(
             console_start,
         )),
         () = tokio::time::sleep(timeout) => Err(boot_error(
-            format!("the guest did not answer within {} s (set {} to wait longer)",
-                timeout.as_secs(), super::BOOT_TIMEOUT_ENV),
+            format!("the guest did not answer within {timeout:?} (set {} to wait longer, \
+                in seconds)", super::BOOT_TIMEOUT_ENV),
             spec,
             console_start,
         )),
