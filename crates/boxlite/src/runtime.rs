@@ -293,7 +293,10 @@ impl Runtime {
             // Its own connection: building a base disk takes seconds, and other tasks of this
             // runtime must not wait on the shared one meanwhile.
             let build_db = StateDb::open(&shared.layout.state_db())?;
-            disk::ensure_base_disk(
+            // Held until the box's row references the disk: `remove_image` takes the same
+            // lock, so it sees the box, or the box sees no image.
+            let _disk_lock = disk::lock_base_disk(&shared.layout, &image.record.manifest_digest)?;
+            disk::ensure_base_disk_locked(
                 &shared.store,
                 &shared.layout,
                 &build_db,
@@ -372,6 +375,45 @@ impl Runtime {
     pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
         let litebox = self.get(key).await?;
         litebox.remove(force).await
+    }
+
+    /// Removes image `name` (and its base disk, unless another name keeps the same image);
+    /// refused while boxes use it, naming them.
+    pub fn remove_image(&self, name: &str) -> Result<oci_layers::GcReport> {
+        let store = &self.shared.store;
+        let image = store.get(name)?;
+        let digest = image.record.manifest_digest.clone();
+        let _disk_lock = disk::lock_base_disk(&self.shared.layout, &digest)?;
+        // Another name for the same manifest keeps its boxes (and base disk) working.
+        let shared = store
+            .list()?
+            .iter()
+            .any(|other| other.name != image.record.name && other.manifest_digest == digest);
+        if !shared {
+            let users = self.shared.db(|db| {
+                let ids = db.boxes_using_image(&digest.to_string())?;
+                Ok(ids
+                    .iter()
+                    .map(|id| db.get_box(id).map_or_else(|_| id.clone(), |b| b.name))
+                    .collect::<Vec<_>>())
+            })?;
+            if !users.is_empty() {
+                let (count, them) = match users.len() {
+                    1 => ("1 box".to_string(), "it"),
+                    n => (format!("{n} boxes"), "them"),
+                };
+                return Err(Error::InvalidInput(format!(
+                    "image {name} is used by {count}: {}; remove {them} first (`boxlite rm`)",
+                    users.join(", ")
+                )));
+            }
+        }
+        let report = store.remove(name)?;
+        if !shared {
+            self.shared
+                .db(|db| disk::remove_base_disk_locked(&self.shared.layout, db, &digest))?;
+        }
+        Ok(report)
     }
 
     /// The host, its engines and the guest artefacts.

@@ -3,11 +3,9 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use boxlite::layout::Layout;
-use boxlite::state::StateDb;
+use anyhow::{Context, Result};
 use clap::Subcommand;
-use oci_layers::{Digest, Store};
+use oci_layers::Store;
 
 /// The `image` subcommands.
 #[derive(Subcommand)]
@@ -85,12 +83,9 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
         Command::Rm { names } => {
+            let runtime = boxlite::Runtime::open(boxlite::RuntimeOptions::new(home))?;
             for name in names {
-                let digest = check_unused(&store, home, &name)?;
-                let gc = store.remove(&name)?;
-                if let Some(digest) = digest {
-                    remove_base_disk(home, &digest)?;
-                }
+                let gc = runtime.remove_image(&name)?;
                 println!(
                     "removed {name} ({}, {} freed)",
                     count(gc.blobs_removed as u64, "blob"),
@@ -122,51 +117,6 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             println!("{}: {how}", dest.display());
         }
     }
-    Ok(())
-}
-
-/// Refuses to remove image `name` while boxes use it (they boot from its base disk). The
-/// manifest digest whose base disk may go with the image, when no other name keeps it.
-fn check_unused(store: &Store, home: &Path, name: &str) -> Result<Option<Digest>> {
-    let image = store.get(name)?;
-    let digest = image.record.manifest_digest.clone();
-    // Another name for the same manifest keeps its boxes (and base disk) working.
-    let shared = store
-        .list()?
-        .iter()
-        .any(|other| other.name != image.record.name && other.manifest_digest == digest);
-    if shared {
-        return Ok(None);
-    }
-    let layout = Layout::new(home);
-    if !layout.state_db().exists() {
-        return Ok(Some(digest));
-    }
-    let db = StateDb::open(&layout.state_db())?;
-    let ids = db.boxes_using_image(&digest.to_string())?;
-    if ids.is_empty() {
-        return Ok(Some(digest));
-    }
-    let names: Vec<String> = ids
-        .iter()
-        .map(|id| db.get_box(id).map_or_else(|_| id.clone(), |b| b.name))
-        .collect();
-    bail!(
-        "image {name} is used by {}: {}; remove {} first (`boxlite rm`)",
-        count(names.len() as u64, "box"),
-        names.join(", "),
-        if names.len() == 1 { "it" } else { "them" }
-    )
-}
-
-/// Removes the base disk built for the image with manifest digest `digest`, if any.
-fn remove_base_disk(home: &Path, digest: &Digest) -> Result<()> {
-    let layout = Layout::new(home);
-    if !layout.state_db().exists() {
-        return Ok(());
-    }
-    let db = StateDb::open(&layout.state_db())?;
-    boxlite::disk::remove_base_disk(&layout, &db, digest)?;
     Ok(())
 }
 

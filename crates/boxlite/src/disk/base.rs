@@ -33,10 +33,22 @@ pub fn ensure_base_disk(
     image: &Image,
     progress: bool,
 ) -> Result<PathBuf> {
+    let _lock = lock_base_disk(layout, &image.record.manifest_digest)?;
+    ensure_base_disk_locked(store, layout, db, image, progress)
+}
+
+/// [`ensure_base_disk`] for a caller that holds [`lock_base_disk`] already (to keep it
+/// until its box row references the disk, so an `image rm` cannot take the disk between).
+pub fn ensure_base_disk_locked(
+    store: &Store,
+    layout: &Layout,
+    db: &StateDb,
+    image: &Image,
+    progress: bool,
+) -> Result<PathBuf> {
     let digest = &image.record.manifest_digest;
     let key = digest.to_string();
     let path = layout.base_disk(digest);
-    let _lock = lock_base_disk(layout, digest)?;
     let recorded = db.base_disk(&key)?.is_some();
     if recorded && path.is_file() {
         return Ok(path);
@@ -79,6 +91,11 @@ pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<FileLock> {
 /// that no box uses it). Absent already: nothing to do.
 pub fn remove_base_disk(layout: &Layout, db: &StateDb, digest: &Digest) -> Result<()> {
     let _lock = lock_base_disk(layout, digest)?;
+    remove_base_disk_locked(layout, db, digest)
+}
+
+/// [`remove_base_disk`] for a caller that holds [`lock_base_disk`] already.
+pub fn remove_base_disk_locked(layout: &Layout, db: &StateDb, digest: &Digest) -> Result<()> {
     let path = layout.base_disk(digest);
     remove_file_if_present(&path)?;
     db.remove_base_disk(&digest.to_string())

@@ -16,7 +16,10 @@ mod tests;
 use std::path::Path;
 use std::time::Instant;
 
-pub use base::{BASE_DISK_LABEL, ensure_base_disk, lock_base_disk, remove_base_disk};
+pub use base::{
+    BASE_DISK_LABEL, ensure_base_disk, ensure_base_disk_locked, lock_base_disk, remove_base_disk,
+    remove_base_disk_locked,
+};
 
 use crate::error::{Error, Result};
 use crate::options::{MAX_DISK_SIZE_MIB, MIN_DISK_SIZE_MIB};
