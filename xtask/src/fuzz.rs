@@ -8,8 +8,9 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 5] = [
+pub const TARGETS: [&str; 6] = [
     "extract_layer",
+    "copy_out_tar",
     "parse_image_json",
     "protocol_frames",
     "virtio_queue",

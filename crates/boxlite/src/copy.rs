@@ -67,9 +67,8 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
     };
     let staging = Staging::create(&dir)?;
     let (read, write) = pipe()?;
-    let root = guest::root::BoxRoot::open(staging.path(), false)
-        .map_err(|e| Error::Host(format!("copy to {}: {e}", dir.display())))?;
-    let unpacker = std::thread::spawn(move || guest::unpack::unpack(&root, "/", read));
+    let staged_in = staging.path().to_path_buf();
+    let unpacker = std::thread::spawn(move || unpack_from_guest(&staged_in, read));
     let downloaded = client
         .download(src, tokio::fs::File::from_std(write))
         .await
@@ -97,6 +96,16 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
     }
     std::fs::rename(&staged, &final_path)
         .map_err(|e| Error::io(format!("moving the copy to {}", final_path.display()), e))
+}
+
+/// Unpacks a tar stream that came from a guest (hostile until proven otherwise) under the
+/// existing directory `dir`: nothing is written outside it, whatever the stream holds.
+pub fn unpack_from_guest(dir: &Path, input: impl std::io::Read) -> Result<()> {
+    let root = guest::root::BoxRoot::open(dir, false)
+        .map_err(|e| Error::Host(format!("unpacking into {}: {e}", dir.display())))?;
+    guest::unpack::unpack(&root, "/", input)
+        .map(|_| ())
+        .map_err(|e| Error::Host(format!("unpacking into {}: {e}", dir.display())))
 }
 
 /// Whether `path` is a directory in the box: the first header of its download says, and the

@@ -65,7 +65,7 @@
 //! For callers without an async runtime, [`blocking`] has the same API.
 
 pub mod blocking;
-mod copy;
+pub mod copy;
 mod defaults;
 pub mod disk;
 pub mod engine;
