@@ -8,6 +8,7 @@ mod fuzz;
 mod guest;
 mod image;
 mod kernel;
+mod nested;
 mod sh;
 mod test;
 
@@ -38,6 +39,9 @@ enum Task {
     Guest(guest::Args),
     /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout.
     Kernel(kernel::Args),
+    /// Prove boxlite-vmm boots Linux without hardware KVM: its full-boot test inside an L1
+    /// Linux whose KVM runs on SVM emulated by QEMU's TCG.
+    NestedKvm(nested::Args),
 }
 
 fn main() -> Result<()> {
@@ -48,5 +52,6 @@ fn main() -> Result<()> {
         Task::Fuzz(args) => fuzz::run(args),
         Task::Guest(args) => guest::run(args),
         Task::Kernel(args) => kernel::run(args),
+        Task::NestedKvm(args) => nested::run(args),
     }
 }
