@@ -21,12 +21,20 @@ use crate::{cpio, deps, guest, image, kernel, sh};
 /// How long L1 may run: the full-boot test takes ~10 s of L1 time on an idle host.
 const L1_TIMEOUT: Duration = Duration::from_secs(1200);
 
-/// The kernel modules L1 loads, in order (kvm_amd needs ccp; kvm needs irqbypass).
-const MODULES: [&str; 4] = [
+/// The kernel modules L1 loads (its `/init` loads them in dependency order): KVM, and ext4
+/// on a RAM disk for `/tmp`, because the runtime keeps `user.*` xattrs on what it unpacks
+/// and this kernel's tmpfs has none (they came in 6.6).
+const MODULES: [&str; 10] = [
     "virt/lib/irqbypass.ko",
     "drivers/crypto/ccp/ccp.ko",
     "arch/x86/kvm/kvm.ko",
     "arch/x86/kvm/kvm-amd.ko",
+    "lib/crc16.ko",
+    "fs/mbcache.ko",
+    "fs/jbd2/jbd2.ko",
+    "crypto/crc32c_generic.ko",
+    "fs/ext4/ext4.ko",
+    "drivers/block/brd.ko",
 ];
 
 /// What the L1 init prints last: whether the test passed.
@@ -88,7 +96,7 @@ pub fn run(args: Args) -> Result<()> {
             "-M",
             "q35",
         ])
-        .args(["-m", "2048", "-smp", "1", "-display", "none", "-no-reboot"])
+        .args(["-m", "3072", "-smp", "1", "-display", "none", "-no-reboot"])
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")
@@ -110,6 +118,7 @@ pub fn run(args: Args) -> Result<()> {
             "handshake after",
             "report:",
             "test result",
+            "kvm engine boot",
             "panicked",
             RESULT_MARK,
         ]
@@ -189,33 +198,45 @@ fn l1_kernel() -> Result<L1Kernel> {
     Ok(kernel)
 }
 
-/// The vmm crate's full-boot test executable and the `boxlite-vmm` it runs.
+/// The tests L1 runs and the programs they start.
 struct BootTest {
+    /// The vmm crate's full-boot test.
     executable: PathBuf,
+    /// The runtime's end-to-end tests (its kvm-engine test runs in L1).
+    runtime: PathBuf,
+    /// `boxlite-vmm`, at the path the vmm test was compiled with.
     vmm: PathBuf,
+    /// `boxlite-supervisor`, at the path the runtime tests were compiled with.
+    supervisor: PathBuf,
 }
 
 fn boot_test() -> Result<BootTest> {
-    sh::run(sh::cargo().args(["build", "-p", "vmm", "--bin", "boxlite-vmm"]))?;
+    sh::run(sh::cargo().args(["build", "-p", "vmm", "-p", "boxlite", "--bins"]))?;
+    let debug = crate::demo::target_dir().join("debug");
+    Ok(BootTest {
+        executable: test_executable("vmm", "boot")?,
+        runtime: test_executable("boxlite", "boxes")?,
+        vmm: debug.join("boxlite-vmm"),
+        supervisor: debug.join("boxlite-supervisor"),
+    })
+}
+
+/// Builds integration test `test` of `package`; its executable.
+fn test_executable(package: &str, test: &str) -> Result<PathBuf> {
     let json = sh::output(sh::cargo().args([
         "test",
         "-p",
-        "vmm",
+        package,
         "--test",
-        "boot",
+        test,
         "--no-run",
         "--message-format=json",
     ]))?;
-    let executable = json
-        .lines()
+    json.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "boot")
+        .filter(|v| v["target"]["name"] == test)
         .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .context("cargo built no `boot` test executable")?;
-    Ok(BootTest {
-        executable,
-        vmm: crate::demo::target_dir().join("debug/boxlite-vmm"),
-    })
+        .with_context(|| format!("cargo built no `{test}` test executable for {package}"))
 }
 
 /// Packs L1's initramfs: busybox, the KVM modules, the test and what it runs (at the paths
@@ -250,7 +271,32 @@ fn pack_l1(
         0o644,
         fs::read("/etc/mke2fs.conf").unwrap_or_default(),
     );
-    let programs: [(&Path, String); 5] = [
+    // The runtime test builds its image from these host programs (as on the host).
+    let mut programs: Vec<(PathBuf, String)> = [
+        "/bin/dash",
+        "/usr/bin/cat",
+        "/usr/bin/echo",
+        "/usr/bin/sleep",
+        "/usr/bin/ls",
+        "/usr/bin/head",
+        "/usr/bin/sha256sum",
+        "/usr/bin/true",
+        "/usr/bin/test",
+        "/usr/bin/sync",
+        "/usr/bin/seq",
+    ]
+    .iter()
+    .map(|p| (PathBuf::from(p), p.to_string()))
+    .collect();
+    programs.extend([
+        (test.runtime.clone(), "bin/runtime-test".into()),
+        (
+            test.supervisor.clone(),
+            test.supervisor.display().to_string(),
+        ),
+        (test.vmm.clone(), "bin/boxlite-vmm".into()),
+    ]);
+    let fixed: [(&Path, String); 5] = [
         (&test.executable, "bin/boot-test".into()),
         // The test runs `boxlite-vmm` at the absolute path cargo compiled into it.
         (&test.vmm, test.vmm.display().to_string()),
@@ -258,13 +304,14 @@ fn pack_l1(
         (Path::new("/bin/dash"), "bin/dash".into()),
         (Path::new("/usr/bin/cat"), "usr/bin/cat".into()),
     ];
-    for (host, inside) in programs {
+    let fixed = fixed.map(|(host, inside)| (host.to_path_buf(), inside));
+    for (host, inside) in programs.into_iter().chain(fixed) {
         add(
             &inside,
             0o755,
-            fs::read(host).with_context(|| format!("reading {}", host.display()))?,
+            fs::read(&host).with_context(|| format!("reading {}", host.display()))?,
         );
-        for lib in shared_libraries(host)? {
+        for lib in shared_libraries(&host)? {
             let data = fs::read(&lib)?;
             add(&lib.display().to_string(), 0o755, data);
         }
@@ -325,8 +372,15 @@ echo "L1: up at $(cut -d' ' -f1 /proc/uptime)s"
 for m in irqbypass ccp kvm; do insmod /mod/$m.ko; done
 insmod /mod/kvm-amd.ko npt=$NPT nested=0
 echo "L1: kvm_amd npt=$NPT loaded: $(ls /dev/kvm)"
+for m in crc16 mbcache jbd2 crc32c_generic ext4; do insmod /mod/$m.ko; done
+insmod /mod/brd.ko rd_nr=1 rd_size=1048576
+mkfs.ext4 -q /dev/ram0 && mount -t ext4 /dev/ram0 /tmp && echo "L1: /tmp is ext4 on a RAM disk"
 RESULT=fail
-BOXLITE_KERNEL_DIR=/l2 BOXLITE_GUEST_INITRAMFS=/l2/initramfs /bin/boot-test --nocapture --test-threads 1 && RESULT=pass
+export BOXLITE_KERNEL_DIR=/l2 BOXLITE_GUEST_INITRAMFS=/l2/initramfs
+/bin/boot-test --nocapture --test-threads 1 && RESULT=pass
+# The runtime's kvm engine end to end: a box from an image, booted by boxlite-vmm.
+BOXLITE_VMM=/bin/boxlite-vmm /bin/runtime-test --exact the_kvm_engine_boots_a_box_on_hardware_kvm \
+  --nocapture --test-threads 1 || RESULT=fail
 echo "L1: test ended at $(cut -d' ' -f1 /proc/uptime)s"
 echo "NESTED-RESULT: $RESULT"
 poweroff -f
