@@ -18,8 +18,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cpio, deps, guest, image, kernel, sh};
 
-/// How long L1 may run: the full-boot test takes ~10 s of L1 time on an idle host.
-const L1_TIMEOUT: Duration = Duration::from_secs(1200);
+/// How long L1 may run: both tests take well under a minute on an idle host; a loaded one
+/// may take several times that.
+const L1_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The kernel modules L1 loads (its `/init` loads them in dependency order): KVM, and ext4
 /// on a RAM disk for `/tmp`, because the runtime keeps `user.*` xattrs on what it unpacks
@@ -79,11 +80,46 @@ pub fn run(args: Args) -> Result<()> {
         &test,
         &initramfs,
     )?;
-    let log = work.path().join("l1.log");
-    eprintln!(
-        "running L1 under TCG (SVM emulated), kvm_amd npt={}",
-        args.npt
-    );
+    for attempt in 1..=ATTEMPTS {
+        let log = work.path().join(format!("l1-{attempt}.log"));
+        let (status, text) = run_l1(&l1.vmlinuz, &initramfs, &log, args.npt)?;
+        if text.contains(&format!("{RESULT_MARK}pass")) {
+            return Ok(());
+        }
+        // Only a wedged L1 (QEMU's emulated SVM stops making progress; seen with npt=0) is
+        // tried again; a test that fails, fails.
+        if status.code() == Some(TIMED_OUT) && attempt < ATTEMPTS {
+            eprintln!(
+                "L1 made no progress for {} s; trying once more",
+                L1_TIMEOUT.as_secs()
+            );
+            continue;
+        }
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!(
+            "the full-boot test did not pass inside L1; the end of its console:\n{}",
+            tail.join("\n")
+        );
+    }
+    Ok(())
+}
+
+/// How often L1 is started when it times out without an answer.
+const ATTEMPTS: u32 = 2;
+
+/// `timeout(1)`'s status when it had to stop the command.
+const TIMED_OUT: i32 = 124;
+
+/// Runs L1 once; QEMU's status and the console it wrote, after printing the lines that tell
+/// how far it got.
+fn run_l1(
+    vmlinuz: &Path,
+    initramfs: &Path,
+    log: &Path,
+    npt: u8,
+) -> Result<(std::process::ExitStatus, String)> {
+    eprintln!("running L1 under TCG (SVM emulated), kvm_amd npt={npt}");
     let start = Instant::now();
     let mut qemu = Command::new("timeout");
     qemu.arg(L1_TIMEOUT.as_secs().to_string())
@@ -100,17 +136,16 @@ pub fn run(args: Args) -> Result<()> {
         .arg("-serial")
         .arg(format!("file:{}", log.display()))
         .arg("-kernel")
-        .arg(&l1.vmlinuz)
+        .arg(vmlinuz)
         .arg("-initrd")
-        .arg(&initramfs)
+        .arg(initramfs)
         .arg("-append")
         .arg(format!(
-            "console=ttyS0 quiet panic=-1 rdinit=/init l1.npt={}",
-            args.npt
+            "console=ttyS0 quiet panic=-1 rdinit=/init l1.npt={npt}"
         ));
     let status = qemu.status().context("starting qemu-system-x86_64")?;
     let took = start.elapsed();
-    let text = fs::read_to_string(&log).unwrap_or_default();
+    let text = fs::read_to_string(log).unwrap_or_default();
     for line in text.lines().filter(|l| {
         [
             "L1:",
@@ -128,15 +163,7 @@ pub fn run(args: Args) -> Result<()> {
         println!("{line}");
     }
     println!("L1 ran {:.1} s (QEMU: {status})", took.as_secs_f64());
-    if !text.contains(&format!("{RESULT_MARK}pass")) {
-        let tail: Vec<&str> = text.lines().rev().take(40).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "the full-boot test did not pass inside L1; the end of its console:\n{}",
-            tail.join("\n")
-        );
-    }
-    Ok(())
+    Ok((status, text))
 }
 
 /// The L1 kernel: Debian's current `linux-image-*-amd64` (KVM as modules), cached by version.
