@@ -20,8 +20,7 @@ fn sh(script: &str) -> BoxCommand {
 async fn lifecycle_exec_and_a_disk_that_persists() {
     let Some(fx) = Fixture::new() else { return };
     let rt = fx.runtime();
-    let mut options = BoxOptions::new(IMAGE);
-    options.name = Some("life".into());
+    let mut options = support::named("life");
     options.env = vec![("BOX_VAR".into(), "from-box".into())];
     let bx = rt.create(options).await.unwrap();
     assert_eq!(bx.info().await.unwrap().state, BoxState::Created);
@@ -137,13 +136,8 @@ async fn lifecycle_exec_and_a_disk_that_persists() {
 async fn boxes_of_one_image_are_isolated() {
     let Some(fx) = Fixture::new() else { return };
     let rt = fx.runtime();
-    let named = |name: &str| {
-        let mut options = BoxOptions::new(IMAGE);
-        options.name = Some(name.into());
-        options
-    };
-    let a = rt.create(named("iso-a")).await.unwrap();
-    let b = rt.create(named("iso-b")).await.unwrap();
+    let a = rt.create(support::named("iso-a")).await.unwrap();
+    let b = rt.create(support::named("iso-b")).await.unwrap();
     let (started_a, started_b) = tokio::join!(a.start(), b.start());
     started_a.unwrap();
     started_b.unwrap();
@@ -184,8 +178,7 @@ async fn boxes_of_one_image_are_isolated() {
 async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
     let Some(fx) = Fixture::new() else { return };
     let rt = fx.runtime();
-    let mut options = BoxOptions::new(IMAGE);
-    options.name = Some("main".into());
+    let mut options = support::named("main");
     options.command = vec!["sh".into(), "-c".into(), "echo main-out; exit 7".into()];
     let bx = rt.create(options).await.unwrap();
     bx.start().await.unwrap();
@@ -252,8 +245,7 @@ async fn bad_requests_get_clear_errors() {
     let err = rt.create(options).await.unwrap_err();
     assert!(err.to_string().contains("--cpus"), "{err}");
 
-    let mut options = BoxOptions::new(IMAGE);
-    options.name = Some("taken".into());
+    let options = support::named("taken");
     rt.create(options.clone()).await.unwrap();
     let err = rt.create(options).await.unwrap_err();
     assert!(matches!(err, Error::NameInUse(..)), "{err}");

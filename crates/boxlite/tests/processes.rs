@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use boxlite::{BoxCommand, BoxOptions, BoxState, Runtime};
-use support::{Fixture, IMAGE};
+use boxlite::{BoxCommand, BoxState, Runtime};
+use support::Fixture;
 
 /// Runs this binary again as a separate process playing `role` on box `name`.
 fn in_another_process(fx: &Fixture, role: &str, name: &str) -> String {
@@ -43,8 +43,7 @@ async fn role() {
     let rt = Runtime::open(support::options_for(&home, &kernel, &initramfs)).unwrap();
     match role.as_str() {
         "create" => {
-            let mut options = BoxOptions::new(IMAGE);
-            options.name = Some(name);
+            let options = support::named(&name);
             rt.create(options).await.unwrap().start().await.unwrap();
         }
         "exec" => {
@@ -88,8 +87,7 @@ async fn a_box_outlives_its_creator_and_serves_other_processes() {
 async fn a_killed_supervisor_leaves_a_crashed_box_that_can_be_removed() {
     let Some(fx) = Fixture::new() else { return };
     let rt = fx.runtime();
-    let mut options = BoxOptions::new(IMAGE);
-    options.name = Some("doomed".into());
+    let options = support::named("doomed");
     let bx = rt.create(options).await.unwrap();
     bx.start().await.unwrap();
     let info = bx.info().await.unwrap();

@@ -117,6 +117,13 @@ pub fn options_for(home: &Path, kernel: &Path, initramfs: &Path) -> RuntimeOptio
     options
 }
 
+/// Options for a box of [`IMAGE`] named `name`.
+pub fn named(name: &str) -> boxlite::BoxOptions {
+    let mut options = boxlite::BoxOptions::new(IMAGE);
+    options.name = Some(name.into());
+    options
+}
+
 /// Whether process `pid` exists.
 pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
