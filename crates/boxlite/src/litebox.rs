@@ -96,8 +96,44 @@ impl LiteBox {
     pub async fn start(&self) -> Result<()> {
         let record = self.info().await?;
         if record.state.is_active() {
-            return Ok(());
+            return self.wait_until_running().await;
         }
+        match self.boot().await {
+            // Another process started it at the same moment (its supervisor holds the box):
+            // that boot is this one's too.
+            Err(e) if self.info().await?.state.is_active() => {
+                self.wait_until_running().await.map_err(|_| e)
+            }
+            booted => booted,
+        }
+    }
+
+    /// Waits while another process's start of this box is under way; an error if it ends
+    /// without the box running.
+    async fn wait_until_running(&self) -> Result<()> {
+        loop {
+            let record = self.info().await?;
+            match record.state {
+                BoxState::Running => return Ok(()),
+                state if state.is_active() => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                state => {
+                    return Err(Error::InvalidState {
+                        name: record.name,
+                        state: state.to_string(),
+                        hint: format!(
+                            "another start of it ended without it running ({})",
+                            record.reason.unwrap_or_default()
+                        ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Starts a supervisor for the box and waits for its answer.
+    async fn boot(&self) -> Result<()> {
         let paths = self.shared.layout.box_dir(&self.id);
         let supervisor = self.shared.supervisor()?;
         let boot_timeout = self.shared.options.boot_timeout.unwrap_or_else(|| {

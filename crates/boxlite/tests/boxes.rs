@@ -138,9 +138,12 @@ async fn boxes_of_one_image_are_isolated() {
     let rt = fx.runtime();
     let a = rt.create(support::named("iso-a")).await.unwrap();
     let b = rt.create(support::named("iso-b")).await.unwrap();
-    let (started_a, started_b) = tokio::join!(a.start(), b.start());
+    // Two handles starting the same box at once: one boot, both see it running.
+    let a_again = rt.get("iso-a").await.unwrap();
+    let (started_a, started_b, started_again) = tokio::join!(a.start(), b.start(), a_again.start());
     started_a.unwrap();
     started_b.unwrap();
+    started_again.unwrap();
     let out = a
         .exec(sh(
             "echo mine > /root/only-a; cat /proc/sys/kernel/hostname",
