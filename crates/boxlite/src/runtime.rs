@@ -1,7 +1,7 @@
 //! The runtime: a state directory with its images and boxes.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use oci_layers::Store;
 use serde::Serialize;
@@ -39,13 +39,14 @@ pub(crate) struct Shared {
     pub(crate) options: RuntimeOptions,
     pub(crate) layout: Layout,
     pub(crate) store: Store,
-    db: Mutex<StateDb>,
+    // Serialises its own connection: shared by every task of the runtime as it is.
+    db: StateDb,
 }
 
 impl Shared {
     /// Runs `f` on the state database.
     pub(crate) fn db<T>(&self, f: impl FnOnce(&StateDb) -> Result<T>) -> Result<T> {
-        f(&self.db.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&self.db)
     }
 
     /// The record of box `key`, its state made truthful first: a box whose supervisor is
@@ -261,7 +262,7 @@ impl Runtime {
                 options,
                 layout,
                 store,
-                db: Mutex::new(db),
+                db,
             }),
         })
     }
@@ -290,16 +291,13 @@ impl Runtime {
             defaults::apply_image(&mut options, &image.config.config);
             // Checked again: the image's settings are input too.
             options.validate()?;
-            // Its own connection: building a base disk takes seconds, and other tasks of this
-            // runtime must not wait on the shared one meanwhile.
-            let build_db = StateDb::open(&shared.layout.state_db())?;
             // Held until the box's row references the disk: `remove_image` takes the same
             // lock, so it sees the box, or the box sees no image.
             let _disk_lock = disk::lock_base_disk(&shared.layout, &image.record.manifest_digest)?;
             disk::ensure_base_disk_locked(
                 &shared.store,
                 &shared.layout,
-                &build_db,
+                &shared.db,
                 &image,
                 shared.options.progress,
             )?;

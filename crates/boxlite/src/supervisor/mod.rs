@@ -18,7 +18,7 @@ use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protocol::client::Client;
@@ -216,10 +216,10 @@ impl Ready {
 }
 
 /// Shared handle on the state database for the supervisor's tasks.
-type Db = Arc<Mutex<StateDb>>;
+type Db = Arc<StateDb>;
 
 fn with_db<T>(db: &Db, f: impl FnOnce(&StateDb) -> Result<T>) -> Result<T> {
-    f(&db.lock().unwrap_or_else(PoisonError::into_inner))
+    f(db)
 }
 
 /// How the VM ended.
@@ -247,7 +247,7 @@ async fn supervise(args: &SupervisorArgs, ready: &mut Ready) -> Result<()> {
             hint: "another supervisor owns it".into(),
         });
     };
-    let db: Db = Arc::new(Mutex::new(StateDb::open(&layout.state_db())?));
+    let db: Db = Arc::new(StateDb::open(&layout.state_db())?);
     let record = with_db(&db, |db| db.get_box(&args.id))?;
     let base = with_db(&db, |db| db.base_disk(&record.image_digest))?.ok_or_else(|| {
         Error::InvalidState {
