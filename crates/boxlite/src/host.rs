@@ -204,7 +204,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         let path = PathBuf::from(name);
         return is_executable(&path).then_some(path);
     }
-    let path = std::env::var_os("PATH")?;
+    let path = crate::env::program_path()?;
     std::env::split_paths(&path)
         .take(MAX_PATH_ENTRIES)
         .filter(|dir| dir.is_absolute())

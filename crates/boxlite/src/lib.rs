@@ -69,6 +69,7 @@ pub mod copy;
 mod defaults;
 pub mod disk;
 pub mod engine;
+pub mod env;
 pub mod error;
 mod execution;
 pub mod host;

@@ -20,7 +20,7 @@ use crate::liveness;
 use crate::options::BoxCommand;
 use crate::runtime::{BoxInfo, Shared};
 use crate::state::{BoxState, now_ms};
-use crate::supervisor::{BOOT_TIMEOUT_ENV, DEFAULT_BOOT_TIMEOUT, SupervisorArgs};
+use crate::supervisor::SupervisorArgs;
 
 /// How long [`LiteBox::stop`] lets the guest power off before forcing it.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -136,12 +136,7 @@ impl LiteBox {
     async fn boot(&self) -> Result<()> {
         let paths = self.shared.layout.box_dir(&self.id);
         let supervisor = self.shared.supervisor()?;
-        let boot_timeout = self.shared.options.boot_timeout.unwrap_or_else(|| {
-            std::env::var(BOOT_TIMEOUT_ENV)
-                .ok()
-                .and_then(|v| v.parse::<u64>().ok())
-                .map_or(DEFAULT_BOOT_TIMEOUT, Duration::from_secs)
-        });
+        let boot_timeout = self.shared.options.boot_timeout;
         let args = SupervisorArgs {
             home: self.shared.layout.home().to_path_buf(),
             id: self.id.clone(),

@@ -28,30 +28,38 @@ pub const DEFAULT_CPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 /// The default writable disk size.
 pub const DEFAULT_DISK_SIZE_MIB: u64 = 2048;
+/// How long the guest may take from the VM's start to the agent's hello by default.
+/// Generous: under TCG on a loaded host the kernel alone can take many seconds.
+pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How the runtime finds its state and the things it runs.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
     /// The state directory: images, layer cache, base disks, boxes, `state.db`.
     pub home: PathBuf,
-    /// The guest kernel (PVH `vmlinux` or `bzImage`); default: `$BOXLITE_KERNEL`, else
-    /// `<home>/guest/vmlinux`, else `<home>/guest/bzImage`.
+    /// The guest kernel (PVH `vmlinux` or `bzImage`); default: the first `vmlinux` or
+    /// `bzImage` in `<home>/guest/`, then in each of [`RuntimeOptions::guest_dirs`].
     pub kernel: Option<PathBuf>,
-    /// The agent initramfs; default: `$BOXLITE_INITRAMFS`, else `<home>/guest/initramfs.cpio.gz`.
+    /// The agent initramfs; default: the first `initramfs.cpio.gz` in `<home>/guest/`, then
+    /// in each of [`RuntimeOptions::guest_dirs`].
     pub initramfs: Option<PathBuf>,
-    /// How to start a box's supervisor; default: `$BOXLITE_SUPERVISOR`, else a
-    /// `boxlite-supervisor` beside the running executable (or its parent directory), else `PATH`.
+    /// Directories searched for the guest files after `<home>/guest/` (in order).
+    pub guest_dirs: Vec<PathBuf>,
+    /// How to start a box's supervisor; default: a `boxlite-supervisor` beside the running
+    /// executable (or its parent directory), else in `PATH`.
     pub supervisor: Option<SupervisorCommand>,
-    /// QEMU; default: `$BOXLITE_QEMU`, else `qemu-system-x86_64` in `PATH`.
+    /// QEMU; default: `qemu-system-x86_64` in `PATH`.
     pub qemu: Option<PathBuf>,
-    /// Our own VMM (the kvm engine); default: `$BOXLITE_VMM`, else a `boxlite-vmm` beside the
-    /// running executable (or its parent directory), else `PATH`.
+    /// Our own VMM (the kvm engine); default: a `boxlite-vmm` beside the running executable
+    /// (or its parent directory), else in `PATH`.
     pub vmm: Option<PathBuf>,
     /// Show progress bars for long steps (image unpacking) on a terminal.
     pub progress: bool,
-    /// How long a box may take from its VM's start to the agent's hello; default:
-    /// `$BOXLITE_BOOT_TIMEOUT` seconds, else 120 s.
-    pub boot_timeout: Option<Duration>,
+    /// How long a box may take from its VM's start to the agent's hello.
+    pub boot_timeout: Duration,
+    /// Let the kvm engine run where /dev/kvm is not hardware KVM (`kvm_pvm`), for
+    /// experiments: Linux guests die there.
+    pub force_kvm: bool,
 }
 
 impl RuntimeOptions {
@@ -61,11 +69,13 @@ impl RuntimeOptions {
             home: home.into(),
             kernel: None,
             initramfs: None,
+            guest_dirs: Vec::new(),
             supervisor: None,
             qemu: None,
             vmm: None,
             progress: false,
-            boot_timeout: None,
+            boot_timeout: DEFAULT_BOOT_TIMEOUT,
+            force_kvm: false,
         }
     }
 }
@@ -78,6 +88,16 @@ pub struct SupervisorCommand {
     pub program: PathBuf,
     /// Arguments before the runtime's own (e.g. a hidden subcommand).
     pub args: Vec<String>,
+}
+
+impl SupervisorCommand {
+    /// The supervisor program `program`, with no leading arguments.
+    pub fn new(program: impl Into<PathBuf>) -> SupervisorCommand {
+        SupervisorCommand {
+            program: program.into(),
+            args: Vec::new(),
+        }
+    }
 }
 
 /// Which virtual machine monitor runs a box.

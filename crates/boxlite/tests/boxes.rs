@@ -273,7 +273,7 @@ async fn bad_requests_get_clear_errors() {
 
     // A guest that does not answer in time: a boot error, and the box is not left running.
     let mut impatient = fx.options();
-    impatient.boot_timeout = Some(Duration::from_millis(1));
+    impatient.boot_timeout = Duration::from_millis(1);
     let rt4 = boxlite::Runtime::open(impatient).unwrap();
     let bx = rt4.get("taken").await.unwrap();
     let err = bx.start().await.unwrap_err();

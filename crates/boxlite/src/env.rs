@@ -1,0 +1,69 @@
+//! The one place the library reads the process environment: [`RuntimeOptions::from_env`]
+//! maps `BOXLITE_*` (and the XDG and `HOME` conventions) to options, and programs are looked
+//! up in `PATH` as `std::process::Command` would. Everything else takes its settings from
+//! [`RuntimeOptions`] alone.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::options::RuntimeOptions;
+
+/// The state directory, when `BOXLITE_HOME` does not say (`$XDG_DATA_HOME/boxlite`, else
+/// `~/.local/share/boxlite`).
+pub fn default_home() -> PathBuf {
+    data_home().join("boxlite")
+}
+
+/// The per-user directory where `cargo xtask kernel` and `cargo xtask guest` leave the guest
+/// kernel and initramfs, searched after `<home>/guest/` by runtimes made with
+/// [`RuntimeOptions::from_env`]: outside any one state directory, so every `--home` finds
+/// them (`$XDG_DATA_HOME/boxlite-guest`, else `~/.local/share/boxlite-guest`).
+pub fn user_guest_dir() -> PathBuf {
+    data_home().join("boxlite-guest")
+}
+
+/// `$XDG_DATA_HOME` when set to an absolute path (the XDG rule), else `~/.local/share`.
+fn data_home() -> PathBuf {
+    if let Some(data) = var_path("XDG_DATA_HOME").filter(|p| p.is_absolute()) {
+        return data;
+    }
+    let home = var_path("HOME").unwrap_or_else(|| PathBuf::from("/root"));
+    home.join(".local/share")
+}
+
+/// A variable's value as a path; unset and empty are both `None`.
+fn var_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+/// `PATH`, where the host's programs (QEMU, `mkfs.ext4`, the supervisor) are found.
+pub(crate) fn program_path() -> Option<OsString> {
+    std::env::var_os("PATH")
+}
+
+impl RuntimeOptions {
+    /// Options as the environment gives them: `BOXLITE_HOME` (else [`default_home`]),
+    /// `BOXLITE_KERNEL`, `BOXLITE_INITRAMFS`, `BOXLITE_SUPERVISOR`, `BOXLITE_QEMU`,
+    /// `BOXLITE_VMM`, `BOXLITE_BOOT_TIMEOUT` (seconds) and `BOXLITE_FORCE_KVM=1`; the guest
+    /// files are also searched in [`user_guest_dir`].
+    pub fn from_env() -> RuntimeOptions {
+        let mut options =
+            RuntimeOptions::new(var_path("BOXLITE_HOME").unwrap_or_else(default_home));
+        options.kernel = var_path("BOXLITE_KERNEL");
+        options.initramfs = var_path("BOXLITE_INITRAMFS");
+        options.guest_dirs.push(user_guest_dir());
+        options.supervisor = var_path("BOXLITE_SUPERVISOR").map(crate::SupervisorCommand::new);
+        options.qemu = var_path("BOXLITE_QEMU");
+        options.vmm = var_path("BOXLITE_VMM");
+        if let Some(secs) = std::env::var("BOXLITE_BOOT_TIMEOUT")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            options.boot_timeout = std::time::Duration::from_secs(secs);
+        }
+        options.force_kvm = std::env::var_os("BOXLITE_FORCE_KVM").is_some_and(|v| v == "1");
+        options
+    }
+}
