@@ -18,8 +18,7 @@ use crate::litebox::LiteBox;
 /// Copies host `src` to `dest` in the box (see [`LiteBox::copy_in`]).
 pub(crate) async fn copy_in(client: &Client, _box: &LiteBox, src: &Path, dest: &str) -> Result<()> {
     check_box_path(dest)?;
-    let meta = std::fs::symlink_metadata(src)
-        .map_err(|e| Error::io(format!("copy from {}", src.display()), e))?;
+    let meta = std::fs::symlink_metadata(src).map_err(|e| Error::io("copy from", src, e))?;
     let src_name = last_name(src)?;
     let (dir, name) = if dest.ends_with('/') || is_box_dir(client, dest).await {
         (dest.trim_end_matches('/').to_string(), src_name)
@@ -49,7 +48,7 @@ pub(crate) async fn copy_in(client: &Client, _box: &LiteBox, src: &Path, dest: &
         .join()
         .map_err(|_| Error::Host("the archiving thread panicked".into()))?;
     uploaded?;
-    packed.map_err(|e| Error::io("archiving the files to copy", e))
+    packed.map_err(|e| Error::io("archiving for the copy", "the files", e))
 }
 
 /// Copies `src` in the box to host `dest` (see [`LiteBox::copy_out`]).
@@ -91,11 +90,10 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
         )));
     }
     if final_path.is_dir() {
-        std::fs::remove_dir_all(&final_path)
-            .map_err(|e| Error::io(format!("replacing {}", final_path.display()), e))?;
+        std::fs::remove_dir_all(&final_path).map_err(|e| Error::io("replacing", &final_path, e))?;
     }
     std::fs::rename(&staged, &final_path)
-        .map_err(|e| Error::io(format!("moving the copy to {}", final_path.display()), e))
+        .map_err(|e| Error::io("moving the copy to", &final_path, e))
 }
 
 /// Unpacks a tar stream that came from a guest (hostile until proven otherwise) under the
@@ -163,8 +161,7 @@ impl Staging {
         let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
         let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         let path = dir.join(format!(".boxlite-cp-{suffix}"));
-        std::fs::create_dir(&path)
-            .map_err(|e| Error::io(format!("copy to {}", dir.display()), e))?;
+        std::fs::create_dir(&path).map_err(|e| Error::io("copy to", dir, e))?;
         Ok(Staging { path })
     }
 
@@ -181,7 +178,7 @@ impl Drop for Staging {
 
 fn pipe() -> Result<(File, File)> {
     let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| Error::io("creating a pipe for a copy", e.into()))?;
+        .map_err(|e| Error::io("creating a pipe for", "a copy", e.into()))?;
     Ok((File::from(read), File::from(write)))
 }
 
@@ -213,8 +210,7 @@ fn split_box_path(path: &str) -> Result<(String, String)> {
 }
 
 fn last_name(path: &Path) -> Result<String> {
-    let absolute = std::path::absolute(path)
-        .map_err(|e| Error::io(format!("copy from {}", path.display()), e))?;
+    let absolute = std::path::absolute(path).map_err(|e| Error::io("copy from", path, e))?;
     let name = absolute
         .components()
         .rfind(|c| !matches!(c, std::path::Component::CurDir))

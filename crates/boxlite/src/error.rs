@@ -1,15 +1,25 @@
-//! The one error type of the runtime.
+//! The one error type of the runtime, matchable by [`ErrorKind`].
+//!
+//! Messages name the thing and, where there is one, the fix in the library's own terms; a
+//! front end (the `boxlite` command) adds its own wording (flags, commands) from the typed
+//! fields.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
-/// What went wrong in the runtime; every message names the thing and, where there is one, the fix.
+use crate::state::BoxState;
+
+/// What went wrong in the runtime.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
-    /// A filesystem or process operation failed.
-    #[error("{what}: {source}")]
+    /// A filesystem or process operation on a path (or program) failed.
+    #[error("{op} {}: {source}", path.display())]
     Io {
-        /// What was being done, naming the path or program.
-        what: String,
+        /// What was being done, e.g. "creating".
+        op: &'static str,
+        /// The path or program it was done to.
+        path: PathBuf,
         /// The operating system's error.
         #[source]
         source: std::io::Error,
@@ -19,9 +29,9 @@ pub enum Error {
     State {
         /// The database file.
         path: PathBuf,
-        /// SQLite's error.
+        /// The database's error.
         #[source]
-        source: rusqlite::Error,
+        source: DbError,
     },
     /// An image operation failed (not imported, damaged, cannot be unpacked).
     #[error(transparent)]
@@ -36,34 +46,60 @@ pub enum Error {
         source: protocol::Error,
     },
     /// No box has this id or name.
-    #[error("no such box: {0} (see `boxlite ls -a`)")]
+    #[error("no such box: {0}")]
     NoSuchBox(String),
-    /// A box name is taken.
+    /// A box name is taken (the name, the id of the box that has it).
     #[error("the name {0:?} is already in use by box {1}; pick another or remove that box")]
     NameInUse(String, String),
     /// The box is not in a state that allows the operation.
-    #[error("box {name} is {state}: {hint}")]
+    #[error("box {name} is {state}: {}", needs.advice())]
     InvalidState {
         /// The box's name.
         name: String,
         /// Its current state.
-        state: String,
-        /// What to do instead.
-        hint: String,
+        state: BoxState,
+        /// What the operation needs.
+        needs: Needs,
     },
-    /// An option or argument is out of range or malformed.
+    /// A box or command option is out of range or malformed.
+    #[error("{option} {value}: {reason}")]
+    InvalidOption {
+        /// The option, as [`crate::BoxOptions`] names it (`cpus`, `memory_mib`, …).
+        option: &'static str,
+        /// The value given, as shown to the user.
+        value: String,
+        /// Why it is refused, and the allowed range.
+        reason: String,
+    },
+    /// An argument is malformed.
     #[error("{0}")]
     InvalidInput(String),
-    /// The host cannot do what was asked (engine missing, KVM unusable, too little memory).
+    /// The chosen engine cannot run boxes on this host.
+    #[error("the {engine} engine cannot run here: {reason}")]
+    EngineUnavailable {
+        /// The engine's name.
+        engine: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The host cannot do what was asked.
     #[error("{0}")]
     Host(String),
-    /// A guest kernel, initramfs, QEMU or the supervisor binary is missing.
+    /// A guest kernel, initramfs, engine program or the supervisor is missing.
     #[error("{what} not found: {hint}")]
     Missing {
         /// What is missing.
-        what: String,
+        what: Artefact,
         /// How to get it.
         hint: String,
+    },
+    /// Something a guest or an image controls outgrew its limit.
+    #[error("{what} is over the limit of {limit} bytes")]
+    TooLarge {
+        /// What outgrew the limit.
+        what: String,
+        /// The limit, in bytes.
+        limit: u64,
     },
     /// The box failed to boot or its VM ended unexpectedly.
     #[error("{message}{}", console_section(.console))]
@@ -75,19 +111,60 @@ pub enum Error {
     },
 }
 
-fn console_section(console: &str) -> String {
-    if console.trim().is_empty() {
-        String::new()
-    } else {
-        format!("\n--- end of the console log ---\n{}", console.trim_end())
-    }
+/// The kinds of [`Error`], for matching without the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// An operating-system operation failed.
+    Io,
+    /// The state database failed.
+    State,
+    /// An image is missing, damaged or cannot be used.
+    Image,
+    /// The box's agent or supervisor failed or went away.
+    Protocol,
+    /// No such box.
+    NotFound,
+    /// The name is taken.
+    AlreadyExists,
+    /// The box's state does not allow the operation.
+    InvalidState,
+    /// An option or argument is refused.
+    InvalidInput,
+    /// The host cannot run what was asked (engine, memory).
+    Unsupported,
+    /// Something the runtime needs is not installed.
+    Missing,
+    /// Something outgrew its limit.
+    TooLarge,
+    /// The box did not boot.
+    Boot,
 }
 
 impl Error {
-    /// An I/O error with what was being done.
-    pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
+    /// Which kind of error this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Io { .. } => ErrorKind::Io,
+            Error::State { .. } => ErrorKind::State,
+            Error::Image(_) => ErrorKind::Image,
+            Error::Protocol { .. } => ErrorKind::Protocol,
+            Error::NoSuchBox(_) => ErrorKind::NotFound,
+            Error::NameInUse(..) => ErrorKind::AlreadyExists,
+            Error::InvalidState { .. } => ErrorKind::InvalidState,
+            Error::InvalidOption { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
+            Error::EngineUnavailable { .. } | Error::Host(_) => ErrorKind::Unsupported,
+            Error::Missing { .. } => ErrorKind::Missing,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::Boot { .. } => ErrorKind::Boot,
+        }
+    }
+
+    /// An I/O error: what was being done (`op`, e.g. "creating") to which path.
+    pub fn io(op: &'static str, path: impl AsRef<Path>, source: std::io::Error) -> Error {
         Error::Io {
-            what: what.into(),
+            op,
+            path: path.as_ref().to_path_buf(),
             source,
         }
     }
@@ -98,6 +175,93 @@ impl Error {
             what: what.into(),
             source,
         }
+    }
+
+    /// An option refused: `option` (a [`crate::BoxOptions`] field) had `value`.
+    pub(crate) fn option(
+        option: &'static str,
+        value: impl fmt::Display,
+        reason: impl Into<String>,
+    ) -> Error {
+        Error::InvalidOption {
+            option,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What an operation needs of a box that it does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Needs {
+    /// The box must not be running: stop it first, or remove it with force.
+    NotRunning,
+    /// The box must be running: start it first.
+    Running,
+    /// Another start of the box ended without it running.
+    StartFailed,
+    /// The box's image's base disk is gone: remove the box and create it again.
+    BaseDisk,
+    /// Another supervisor owns the box.
+    Unowned,
+}
+
+impl Needs {
+    /// The advice, in the library's terms.
+    fn advice(self) -> &'static str {
+        match self {
+            Needs::NotRunning => "stop it first, or remove it with force",
+            Needs::Running => "start it first",
+            Needs::StartFailed => "another start of it ended without it running",
+            Needs::BaseDisk => "its image's base disk is gone; remove the box and create it again",
+            Needs::Unowned => "another supervisor owns it",
+        }
+    }
+}
+
+/// Something the runtime runs or boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Artefact {
+    /// The guest kernel.
+    Kernel,
+    /// The agent's initramfs.
+    Initramfs,
+    /// The supervisor program.
+    Supervisor,
+    /// A host program (an engine, `mkfs.ext4`).
+    Program(String),
+}
+
+impl fmt::Display for Artefact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Artefact::Kernel => f.write_str("the guest kernel"),
+            Artefact::Initramfs => f.write_str("the guest agent's initramfs"),
+            Artefact::Supervisor => f.write_str("boxlite-supervisor"),
+            Artefact::Program(name) => f.write_str(name),
+        }
+    }
+}
+
+/// A state-database failure (opaque: the database library is an implementation detail).
+#[derive(Debug)]
+pub struct DbError(pub(crate) rusqlite::Error);
+
+impl fmt::Display for DbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for DbError {}
+
+fn console_section(console: &str) -> String {
+    if console.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- end of the console log ---\n{}", console.trim_end())
     }
 }
 

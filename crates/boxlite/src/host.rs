@@ -159,7 +159,7 @@ fn meminfo() -> Result<MemInfo> {
     let mut text = String::new();
     std::fs::File::open(MEMINFO)
         .and_then(|f| f.take(MAX_MEMINFO_BYTES).read_to_string(&mut text))
-        .map_err(|e| Error::io(format!("reading {MEMINFO}"), e))?;
+        .map_err(|e| Error::io("reading", MEMINFO, e))?;
     parse_meminfo(&text)
 }
 
@@ -168,6 +168,7 @@ pub fn memory_total_mib() -> Result<u64> {
     Ok(meminfo()?.total_kib / 1024)
 }
 
+#[cfg(test)]
 /// The host's memory available to new programs without swapping, in MiB.
 pub fn memory_available_mib() -> Result<u64> {
     Ok(meminfo()?.available_kib / 1024)
@@ -184,11 +185,15 @@ pub fn check_memory(requested_mib: u32) -> Result<()> {
 fn check_memory_against(requested_mib: u32, info: MemInfo) -> Result<()> {
     let total = info.total_kib / 1024;
     if u64::from(requested_mib) > total {
-        return Err(Error::Host(format!(
-            "--memory {requested_mib} MiB: this host has only {total} MiB of memory in all \
-             ({} MiB available); ask for less",
-            info.available_kib / 1024
-        )));
+        return Err(Error::option(
+            "memory_mib",
+            format!("{requested_mib} MiB"),
+            format!(
+                "this host has only {total} MiB of memory in all ({} MiB available); ask for \
+                 less",
+                info.available_kib / 1024
+            ),
+        ));
     }
     Ok(())
 }
@@ -210,6 +215,16 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .filter(|dir| dir.is_absolute())
         .map(|dir| dir.join(name))
         .find(|candidate| is_executable(candidate))
+}
+
+/// Program `name` beside the running program, or one directory up (where cargo puts
+/// binaries when the running program is a test in `target/*/deps`).
+pub fn beside_current_exe(name: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let dir = exe.parent()?;
+    [dir.join(name), dir.parent()?.join(name)]
+        .into_iter()
+        .find(|p| p.is_file())
 }
 
 /// Whether `path` is (or links to) a regular file with an execute bit set.

@@ -10,12 +10,13 @@
 //! supervisor died is reported `crashed`, never a ghost `running`.
 //!
 //! ```
-//! use boxlite::{BoxCommand, BoxOptions, Runtime, RuntimeOptions};
+//! use boxlite::{BoxCommand, BoxOptions, RemoveMode, Runtime, RuntimeOptions};
 //!
-//! async fn hello(home: &std::path::Path, image: &std::path::Path) -> boxlite::Result<String> {
-//!     let runtime = Runtime::open(RuntimeOptions::new(home))?;
+//! async fn hello(options: RuntimeOptions, image: &std::path::Path) -> boxlite::Result<String> {
+//!     // `RuntimeOptions::from_env()` reads BOXLITE_HOME, BOXLITE_KERNEL, … instead.
+//!     let runtime = Runtime::open(options)?;
 //!     // An OCI layout (directory or tar) or a `docker save` archive.
-//!     runtime.store().import(image, Some("demo"), false)?;
+//!     runtime.import_image(image, Some("demo"))?;
 //!     let bx = runtime.create(BoxOptions::new("demo")).await?;
 //!     bx.start().await?;
 //!     let out = bx
@@ -23,23 +24,18 @@
 //!         .await?
 //!         .output()
 //!         .await?;
-//!     runtime.remove(bx.id(), true).await?; // true: stop it first
+//!     runtime.remove(bx.id(), RemoveMode::Kill).await?;
 //!     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 //! }
 //! # // Runs for real where `cargo xtask test` gives a guest kernel, initramfs and supervisor.
 //! # fn main() {
-//! #     let (Some(kernel_dir), Some(initramfs), Some(_)) = (
+//! #     let (Some(kernel_dir), Some(initramfs), Some(supervisor)) = (
 //! #         std::env::var_os("BOXLITE_KERNEL_DIR"),
 //! #         std::env::var_os("BOXLITE_GUEST_INITRAMFS"),
 //! #         std::env::var_os("BOXLITE_SUPERVISOR"),
 //! #     ) else {
 //! #         return;
 //! #     };
-//! #     // SAFETY: set before any thread of this example starts.
-//! #     unsafe {
-//! #         std::env::set_var("BOXLITE_KERNEL", std::path::Path::new(&kernel_dir).join("bzImage"));
-//! #         std::env::set_var("BOXLITE_INITRAMFS", &initramfs);
-//! #     }
 //! #     let dir = tempfile::Builder::new().prefix("bxdoc").tempdir_in("/tmp").unwrap();
 //! #     let tree = dir.path().join("tree");
 //! #     std::fs::create_dir_all(tree.join("bin")).unwrap();
@@ -57,7 +53,11 @@
 //! #         .write_layout(&layout, "latest")
 //! #         .unwrap();
 //! #     let tokio = tokio::runtime::Runtime::new().unwrap();
-//! #     let said = tokio.block_on(hello(&dir.path().join("home"), &layout)).unwrap();
+//! #     let mut options = RuntimeOptions::new(dir.path().join("home"));
+//! #     options.kernel = Some(std::path::Path::new(&kernel_dir).join("bzImage"));
+//! #     options.initramfs = Some(initramfs.into());
+//! #     options.supervisor = Some(boxlite::SupervisorCommand::new(supervisor));
+//! #     let said = tokio.block_on(hello(options, &layout)).unwrap();
 //! #     assert_eq!(said, "hello from a box\n");
 //! # }
 //! ```
@@ -65,26 +65,55 @@
 //! For callers without an async runtime, [`blocking`] has the same API.
 
 pub mod blocking;
+#[doc(hidden)]
 pub mod copy;
 mod defaults;
-pub mod disk;
-pub mod engine;
-pub mod env;
-pub mod error;
+mod disk;
+mod engine;
+mod env;
+mod error;
 mod execution;
-pub mod host;
-pub mod layout;
+mod host;
+mod images;
+mod info;
+mod layout;
 mod litebox;
-pub mod liveness;
-pub mod options;
+mod liveness;
+mod options;
+mod pathbytes;
 mod runtime;
-pub mod state;
-pub mod supervisor;
+mod state;
+mod supervisor;
 
 pub use defaults::{image_command, run_argv};
-pub use error::{Error, Result};
-pub use execution::{ExecOutput, ExecStdin, Execution, ExitStatus, Output};
-pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics};
-pub use options::{BoxCommand, BoxOptions, EngineKind, RuntimeOptions, SupervisorCommand};
-pub use runtime::{BoxInfo, EngineInfo, HostInfo, Runtime};
+pub use env::{default_home, user_guest_dir};
+pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};
+pub use execution::{
+    DEFAULT_OUTPUT_LIMIT, ExecOutput, ExecStdin, Execution, ExitStatus, Output, Signal,
+};
+pub use images::{GcReport, Image, ImageInfo, UnpackMethod, UnpackReport};
+pub use info::{BoxInfo, EngineInfo, HostInfo};
+pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics, RemoveMode};
+pub use options::{
+    BoxCommand, BoxOptions, DEFAULT_BOOT_TIMEOUT, DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB,
+    DEFAULT_MEMORY_MIB, EngineKind, MAX_CPUS, RuntimeOptions, SupervisorCommand, validate_env_name,
+    validate_working_dir,
+};
+pub use runtime::Runtime;
 pub use state::BoxState;
+
+/// The supervisor's `main` (a box's VM owner): reads its arguments from stdin. For the
+/// `boxlite-supervisor` binary and programs that serve as their own supervisor.
+#[doc(hidden)]
+pub fn supervise() -> std::process::ExitCode {
+    supervisor::main()
+}
+
+/// Internals that `cargo xtask bench` measures against; not part of the API.
+#[doc(hidden)]
+pub mod internals {
+    pub use crate::disk::create_box_disk;
+    pub use crate::engine::{Device, Host, Programs, ResolvedEngine, VmSpec, resolve};
+    pub use crate::host::{KvmSupport, find_program, memory_total_mib, probe_kvm};
+    pub use crate::layout::Layout;
+}

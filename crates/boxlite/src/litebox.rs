@@ -1,9 +1,6 @@
 //! A box: start, stop, run commands, copy files.
 
-use std::io::Read;
-use std::os::fd::AsRawFd;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,13 +11,16 @@ use tokio::net::UnixStream;
 
 use crate::copy;
 use crate::defaults;
-use crate::error::{Error, Result};
+use crate::error::{Error, Needs, Result};
 use crate::execution::Execution;
+use crate::info::BoxInfo;
 use crate::liveness;
 use crate::options::BoxCommand;
-use crate::runtime::{BoxInfo, Shared};
-use crate::state::{BoxState, now_ms};
+use crate::runtime::Shared;
+use crate::state::{BoxRecord, BoxState, Ending};
 use crate::supervisor::SupervisorArgs;
+use crate::supervisor::console_tail;
+use crate::supervisor::launch::{self, Answer};
 
 /// How long [`LiteBox::stop`] lets the guest power off before forcing it.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
@@ -28,8 +28,15 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long a forced stop waits for the supervisor after each signal.
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
 
-/// The descriptor number the supervisor finds its readiness pipe on.
-const READY_FD: i32 = 3;
+/// How [`LiteBox::remove`] treats a box that is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemoveMode {
+    /// Refuse to remove a running box.
+    IfStopped,
+    /// Kill a running box first.
+    Kill,
+}
 
 /// A handle on one box; any number of handles, in any processes, may use the same box.
 pub struct LiteBox {
@@ -50,6 +57,7 @@ impl std::fmt::Debug for LiteBox {
 
 /// What a box has done so far.
 #[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
 pub struct Metrics {
     /// From starting the VM to the agent's hello, in ms (the last boot).
     pub boot_ms: Option<f64>,
@@ -68,7 +76,7 @@ pub struct Metrics {
 }
 
 impl LiteBox {
-    pub(crate) fn new(shared: Arc<Shared>, record: BoxInfo) -> LiteBox {
+    pub(crate) fn new(shared: Arc<Shared>, record: BoxRecord) -> LiteBox {
         LiteBox {
             shared,
             id: record.id,
@@ -89,19 +97,30 @@ impl LiteBox {
 
     /// The box's record, its state made truthful.
     pub async fn info(&self) -> Result<BoxInfo> {
-        self.shared.record(&self.id)
+        self.record().await.map(BoxInfo::from)
+    }
+
+    /// The box's console log: the guest kernel's messages and its main command's output.
+    pub fn console_log(&self) -> PathBuf {
+        self.shared.layout.box_dir(&self.id).console_log()
+    }
+
+    /// The box's record, read on a blocking thread.
+    async fn record(&self) -> Result<BoxRecord> {
+        let id = self.id.clone();
+        self.shared.blocking(move |s| s.record(&id)).await
     }
 
     /// Boots the box; returns once its agent answers. Starting a running box does nothing.
     pub async fn start(&self) -> Result<()> {
-        let record = self.info().await?;
+        let record = self.record().await?;
         if record.state.is_active() {
             return self.wait_until_running().await;
         }
         match self.boot().await {
             // Another process started it at the same moment (its supervisor holds the box):
             // that boot is this one's too.
-            Err(e) if self.info().await?.state.is_active() => {
+            Err(e) if self.record().await?.state.is_active() => {
                 self.wait_until_running().await.map_err(|_| e)
             }
             booted => booted,
@@ -112,7 +131,7 @@ impl LiteBox {
     /// without the box running.
     async fn wait_until_running(&self) -> Result<()> {
         loop {
-            let record = self.info().await?;
+            let record = self.record().await?;
             match record.state {
                 BoxState::Running => return Ok(()),
                 state if state.is_active() => {
@@ -121,11 +140,8 @@ impl LiteBox {
                 state => {
                     return Err(Error::InvalidState {
                         name: record.name,
-                        state: state.to_string(),
-                        hint: format!(
-                            "another start of it ended without it running ({})",
-                            record.reason.unwrap_or_default()
-                        ),
+                        state,
+                        needs: Needs::StartFailed,
                     });
                 }
             }
@@ -134,94 +150,41 @@ impl LiteBox {
 
     /// Starts a supervisor for the box and waits for its answer.
     async fn boot(&self) -> Result<()> {
-        let paths = self.shared.layout.box_dir(&self.id);
-        let supervisor = self.shared.supervisor()?;
-        let boot_timeout = self.shared.options.boot_timeout;
-        let args = SupervisorArgs {
-            home: self.shared.layout.home().to_path_buf(),
-            id: self.id.clone(),
-            kernel: self.shared.kernel()?,
-            initramfs: self.shared.initramfs()?,
-            qemu: self.shared.qemu(),
-            vmm: self.shared.vmm(),
-            boot_timeout,
-            ready_fd: Some(READY_FD),
-        };
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(paths.supervisor_log())
-            .map_err(|e| Error::io(format!("opening {}", paths.supervisor_log().display()), e))?;
-        let log_start = log.metadata().map_or(0, |m| m.len());
-        let (ready_read, ready_write) =
-            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-                .map_err(|e| Error::io("creating the supervisor's readiness pipe", e.into()))?;
-        let mut command = std::process::Command::new(&supervisor.program);
-        command
-            .args(&supervisor.args)
-            .args(args.to_args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let write_fd = ready_write.as_raw_fd();
-        // SAFETY: runs in the child between fork and exec and calls only setsid(2), dup2(2)
-        // and fcntl(2), which are async-signal-safe; `write_fd` is open in the child (it was
-        // open in the parent at fork).
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
-                // Its own session: the caller's terminal signals (Ctrl-C) must not reach it.
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let moved = if write_fd == READY_FD {
-                    libc::fcntl(READY_FD, libc::F_SETFD, 0)
-                } else {
-                    libc::dup2(write_fd, READY_FD)
+        let id = self.id.clone();
+        let name = self.name.clone();
+        self.shared
+            .blocking(move |shared| {
+                let record = shared.db.get_box(&id)?;
+                let paths = shared.layout.box_dir(&id);
+                let args = SupervisorArgs {
+                    home: shared.layout.home().to_path_buf(),
+                    id,
+                    kernel: shared.kernel()?,
+                    initramfs: shared.initramfs()?,
+                    engine: shared.resolve_engine(record.options.engine)?,
+                    boot_timeout: shared.options.boot_timeout,
                 };
-                if moved < 0 {
-                    return Err(std::io::Error::last_os_error());
+                let supervisor = shared.supervisor()?;
+                let log = paths.supervisor_log();
+                let log_start = std::fs::metadata(&log).map_or(0, |m| m.len());
+                match launch::launch(&supervisor, &args, &log)? {
+                    Answer::Ready => Ok(()),
+                    Answer::Failed(message) => Err(Error::Boot {
+                        message: format!("box {name}: {message}"),
+                        console: String::new(),
+                    }),
+                    Answer::Silent => Err(Error::Boot {
+                        message: format!(
+                            "box {name}: the supervisor exited before the box was ready; its \
+                             log ({}) ends:\n{}",
+                            log.display(),
+                            console_tail(&log, log_start).trim_end()
+                        ),
+                        console: console_tail(&paths.console_log(), 0),
+                    }),
                 }
-                Ok(())
-            });
-        }
-        let mut child = command.spawn().map_err(|e| {
-            Error::io(
-                format!("starting the supervisor {}", supervisor.program.display()),
-                e,
-            )
-        })?;
-        drop(ready_write);
-        // Reaped in the background: the supervisor outlives this call, maybe this process.
-        std::thread::spawn(move || {
-            let _ = child.wait();
-        });
-        let answer = tokio::task::spawn_blocking(move || {
-            let mut text = String::new();
-            let mut pipe = std::fs::File::from(ready_read);
-            pipe.read_to_string(&mut text).map(|_| text)
-        })
-        .await
-        .map_err(|e| Error::Host(format!("waiting for the supervisor: {e}")))?
-        .map_err(|e| Error::io("reading the supervisor's readiness pipe", e))?;
-        if answer.trim_end() == "ok" {
-            return Ok(());
-        }
-        if let Some(message) = answer.strip_prefix("error: ") {
-            return Err(Error::Boot {
-                message: format!("box {}: {}", self.name, message.trim_end()),
-                console: String::new(),
-            });
-        }
-        let log = crate::supervisor::boot_console_tail(&paths.supervisor_log(), log_start);
-        Err(Error::Boot {
-            message: format!(
-                "box {}: the supervisor exited before the box was ready; its log ({}) ends:\n{}",
-                self.name,
-                paths.supervisor_log().display(),
-                log.trim_end()
-            ),
-            console: crate::supervisor::boot_console_tail(&paths.console_log(), 0),
-        })
+            })
+            .await
     }
 
     /// Stops the box: asks the guest to power off, and forces it after [`DEFAULT_STOP_GRACE`].
@@ -233,7 +196,7 @@ impl LiteBox {
     /// nothing.
     pub async fn stop_with_grace(&self, grace: Duration) -> Result<()> {
         *self.client.lock().await = None;
-        let record = self.info().await?;
+        let record = self.record().await?;
         if !record.state.is_active() {
             return Ok(());
         }
@@ -252,7 +215,7 @@ impl LiteBox {
         }
         // The supervisor kills the VM on SIGTERM and records the stop.
         for signal in [libc::SIGTERM, libc::SIGKILL] {
-            let Some(pid) = self.info().await?.supervisor_pid else {
+            let Some(pid) = self.record().await?.supervisor_pid else {
                 break;
             };
             if !liveness::is_held(&lock)? {
@@ -267,50 +230,57 @@ impl LiteBox {
                 break;
             }
         }
-        // A supervisor killed with SIGKILL could not record its end; `info` marks it
+        // A supervisor killed with SIGKILL could not record its end; `info` would mark it
         // crashed, but this was a requested stop.
-        self.shared.db(|db| {
-            db.update_box(&self.id, |r| {
-                if r.state.is_active() {
-                    r.state = BoxState::Stopped;
-                    r.reason = Some("killed".into());
-                    r.stopped_at_ms = Some(now_ms());
-                    r.supervisor_pid = None;
-                    r.vm_pid = None;
-                }
-                Ok(())
+        let id = self.id.clone();
+        self.shared
+            .blocking(move |s| {
+                s.db.mark_ended_if_gone(
+                    &id,
+                    || Ok(!liveness::is_held(&lock)?),
+                    |_, _| Ending::Killed,
+                )
             })
-        })?;
-        Ok(())
+            .await
+            .map(drop)
     }
 
-    /// Removes the box and its files; a running box only with `force` (it is killed).
-    pub async fn remove(&self, force: bool) -> Result<()> {
-        let record = self.info().await?;
+    /// Removes the box and its files; a running box only with [`RemoveMode::Kill`].
+    pub async fn remove(&self, mode: RemoveMode) -> Result<()> {
+        let record = self.record().await?;
         if record.state.is_active() {
-            if !force {
+            if mode != RemoveMode::Kill {
                 return Err(Error::InvalidState {
                     name: record.name,
-                    state: record.state.to_string(),
-                    hint: "stop it first, or remove it with force (`boxlite rm -f`)".into(),
+                    state: record.state,
+                    needs: Needs::NotRunning,
                 });
             }
             self.stop_with_grace(Duration::ZERO).await?;
         }
-        let paths = self.shared.layout.box_dir(&self.id);
-        self.shared.db(|db| db.remove_box(&self.id))?;
-        match std::fs::remove_dir_all(paths.dir()) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", paths.dir().display()), e)),
-        }
+        let id = self.id.clone();
+        self.shared
+            .blocking(move |s| {
+                let dir = s.layout.box_dir(&id).dir().to_path_buf();
+                s.db.remove_box(&id)?;
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Error::io("removing", &dir, e)),
+                }
+            })
+            .await
     }
 
     /// Starts `command` in the running box.
     pub async fn exec(&self, command: BoxCommand) -> Result<Execution> {
         let record = self.running_record().await?;
         let argv = if command.argv.is_empty() {
-            let image = self.shared.store.get(&record.image_digest)?;
+            let digest = record.image_digest.clone();
+            let image = self
+                .shared
+                .blocking(move |s| Ok(s.store.get(&digest)?))
+                .await?;
             defaults::command_argv(&command, &image.config.config)
         } else {
             command.argv.clone()
@@ -357,7 +327,7 @@ impl LiteBox {
 
     /// What the box has done so far.
     pub async fn metrics(&self) -> Result<Metrics> {
-        let record = self.info().await?;
+        let record = self.record().await?;
         Ok(Metrics {
             boot_ms: record.boot_ms,
             memory_mib: record.options.memory_mib,
@@ -375,13 +345,13 @@ impl LiteBox {
     }
 
     /// The box's record if it is running, else why it cannot be used.
-    async fn running_record(&self) -> Result<BoxInfo> {
-        let record = self.info().await?;
+    async fn running_record(&self) -> Result<BoxRecord> {
+        let record = self.record().await?;
         if record.state != BoxState::Running {
             return Err(Error::InvalidState {
                 name: record.name,
-                state: record.state.to_string(),
-                hint: "start it first (`boxlite start`)".into(),
+                state: record.state,
+                needs: Needs::Running,
             });
         }
         Ok(record)
@@ -396,12 +366,9 @@ impl LiteBox {
             }
         }
         let socket = self.shared.layout.box_dir(&self.id).box_socket();
-        let stream = UnixStream::connect(&socket).await.map_err(|e| {
-            Error::io(
-                format!("connecting to box {} ({})", self.name, socket.display()),
-                e,
-            )
-        })?;
+        let stream = UnixStream::connect(&socket)
+            .await
+            .map_err(|e| Error::io("connecting to the box at", &socket, e))?;
         let (client, _hello) = Client::handshake(stream)
             .await
             .map_err(|e| Error::protocol(format!("greeting box {}", self.name), e))?;

@@ -29,7 +29,7 @@ pub fn take(path: &Path) -> Result<Option<File>> {
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(Errno::WOULDBLOCK) => return Ok(None),
-            Err(e) => return Err(Error::io(format!("locking {}", path.display()), e.into())),
+            Err(e) => return Err(Error::io("locking", path, e.into())),
         }
     }
 }
@@ -39,12 +39,12 @@ pub fn is_held(path: &Path) -> Result<bool> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        Err(e) => return Err(Error::io("opening", path, e)),
     };
     match rustix::fs::flock(&file, FlockOperation::NonBlockingLockShared) {
         Ok(()) => Ok(false),
         Err(Errno::WOULDBLOCK) => Ok(true),
-        Err(e) => Err(Error::io(format!("probing {}", path.display()), e.into())),
+        Err(e) => Err(Error::io("probing", path, e.into())),
     }
 }
 
@@ -71,7 +71,7 @@ fn open(path: &Path) -> Result<File> {
         .write(true)
         .read(true)
         .open(path)
-        .map_err(|e| Error::io(format!("opening {}", path.display()), e))
+        .map_err(|e| Error::io("opening", path, e))
 }
 
 #[cfg(test)]

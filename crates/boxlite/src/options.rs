@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine;
 use crate::error::{Error, Result};
 
 /// The fewest vCPUs a box gets.
@@ -34,6 +35,7 @@ pub const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How the runtime finds its state and the things it runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RuntimeOptions {
     /// The state directory: images, layer cache, base disks, boxes, `state.db`.
     pub home: PathBuf,
@@ -101,8 +103,9 @@ impl SupervisorCommand {
 }
 
 /// Which virtual machine monitor runs a box.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum EngineKind {
     /// `kvm` where hardware KVM is usable, else `qemu`.
     #[default]
@@ -115,11 +118,7 @@ pub enum EngineKind {
 
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            EngineKind::Auto => "auto",
-            EngineKind::Kvm => "kvm",
-            EngineKind::Qemu => "qemu",
-        })
+        f.write_str(engine::name(*self))
     }
 }
 
@@ -127,19 +126,26 @@ impl FromStr for EngineKind {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<EngineKind> {
-        match s {
-            "auto" => Ok(EngineKind::Auto),
-            "kvm" => Ok(EngineKind::Kvm),
-            "qemu" => Ok(EngineKind::Qemu),
-            other => Err(Error::InvalidInput(format!(
-                "unknown engine {other:?}: use auto, kvm or qemu"
-            ))),
+        if s == "auto" {
+            return Ok(EngineKind::Auto);
         }
+        engine::by_name(s).ok_or_else(|| {
+            let names = engine::names();
+            let (last, rest) = names.split_last().map_or(("", &[][..]), |(l, r)| (*l, r));
+            let mut choices = vec!["auto"];
+            choices.extend(rest);
+            Error::option(
+                "engine",
+                format!("{s:?}"),
+                format!("unknown engine: use {} or {last}", choices.join(", ")),
+            )
+        })
     }
 }
 
 /// How to make a box.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BoxOptions {
     /// The image, by name or digest (as `boxlite image ls` shows).
     pub image: String,
@@ -194,29 +200,34 @@ impl BoxOptions {
     /// Checks every field against its limits.
     pub fn validate(&self) -> Result<()> {
         if self.image.trim().is_empty() {
-            return Err(Error::InvalidInput("no image given".into()));
+            return Err(Error::option("image", "\"\"", "no image given"));
         }
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
         if !(MIN_CPUS..=MAX_CPUS).contains(&self.cpus) {
-            return Err(Error::InvalidInput(format!(
-                "--cpus {}: a box has {MIN_CPUS} to {MAX_CPUS} vCPUs",
-                self.cpus
-            )));
+            return Err(Error::option(
+                "cpus",
+                self.cpus,
+                format!("a box has {MIN_CPUS} to {MAX_CPUS} vCPUs"),
+            ));
         }
         if self.memory_mib < MIN_MEMORY_MIB {
-            return Err(Error::InvalidInput(format!(
-                "--memory {} MiB: a box needs at least {MIN_MEMORY_MIB} MiB",
-                self.memory_mib
-            )));
+            return Err(Error::option(
+                "memory_mib",
+                format!("{} MiB", self.memory_mib),
+                format!("a box needs at least {MIN_MEMORY_MIB} MiB"),
+            ));
         }
         if !(MIN_DISK_SIZE_MIB..=MAX_DISK_SIZE_MIB).contains(&self.disk_size_mib) {
-            return Err(Error::InvalidInput(format!(
-                "disk size {} MiB: use {MIN_DISK_SIZE_MIB} MiB to {} GiB",
-                self.disk_size_mib,
-                MAX_DISK_SIZE_MIB >> 10
-            )));
+            return Err(Error::option(
+                "disk_size_mib",
+                format!("{} MiB", self.disk_size_mib),
+                format!(
+                    "use {MIN_DISK_SIZE_MIB} MiB to {} GiB",
+                    MAX_DISK_SIZE_MIB >> 10
+                ),
+            ));
         }
         for (key, _) in &self.env {
             validate_env_name(key)?;
@@ -243,19 +254,25 @@ pub fn validate_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
-            "box name {name:?}: use 1 to {MAX_NAME_LEN} letters, digits, '_', '.' or '-', \
-             starting with a letter or digit"
-        )))
+        Err(Error::option(
+            "name",
+            format!("{name:?}"),
+            format!(
+                "use 1 to {MAX_NAME_LEN} letters, digits, '_', '.' or '-', starting with a \
+                 letter or digit"
+            ),
+        ))
     }
 }
 
 /// Checks an environment variable name: not empty, no `=` or NUL.
 pub fn validate_env_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains(['=', '\0']) {
-        return Err(Error::InvalidInput(format!(
-            "environment variable name {name:?}: must be non-empty, without '=' or NUL"
-        )));
+        return Err(Error::option(
+            "env",
+            format!("{name:?}"),
+            "an environment variable name must be non-empty, without '=' or NUL",
+        ));
     }
     Ok(())
 }
@@ -263,15 +280,18 @@ pub fn validate_env_name(name: &str) -> Result<()> {
 /// Checks a working directory: absolute.
 pub fn validate_working_dir(dir: &str) -> Result<()> {
     if !dir.starts_with('/') || dir.contains('\0') {
-        return Err(Error::InvalidInput(format!(
-            "working directory {dir:?}: must be an absolute path"
-        )));
+        return Err(Error::option(
+            "working_dir",
+            format!("{dir:?}"),
+            "must be an absolute path",
+        ));
     }
     Ok(())
 }
 
 /// A command to run in a box.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BoxCommand {
     /// The program and its arguments.
     pub argv: Vec<String>,

@@ -4,26 +4,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use oci_layers::Store;
-use serde::Serialize;
 
 use crate::defaults;
 use crate::disk;
-use crate::engine;
-use crate::error::{Error, Result};
+use crate::engine::{self, Programs, ResolvedEngine};
+use crate::error::{Artefact, Error, Result};
 use crate::host;
-use crate::layout::Layout;
-use crate::litebox::LiteBox;
+use crate::info::{BoxInfo, EngineInfo, HostInfo};
+use crate::layout::{Layout, MAX_SOCKET_PATH_LEN};
+use crate::litebox::{LiteBox, RemoveMode};
 use crate::liveness;
 use crate::options::{BoxOptions, EngineKind, RuntimeOptions, SupervisorCommand};
-use crate::state::{BoxRecord, BoxState, StateDb, now_ms};
+use crate::state::{BoxRecord, BoxState, Ending, StateDb, now_ms};
 
-/// What [`Runtime::list`] and [`LiteBox::info`] report about a box.
-pub type BoxInfo = BoxRecord;
+/// The supervisor binary's name.
+const SUPERVISOR_NAME: &str = "boxlite-supervisor";
 
 /// A state directory of images and boxes; cheap to clone, usable from many tasks.
 #[derive(Clone)]
 pub struct Runtime {
-    shared: Arc<Shared>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -39,23 +39,32 @@ pub(crate) struct Shared {
     pub(crate) options: RuntimeOptions,
     pub(crate) layout: Layout,
     pub(crate) store: Store,
-    // Serialises its own connection: shared by every task of the runtime as it is.
-    db: StateDb,
+    /// Serialises its own connection: shared by every task of the runtime as it is.
+    pub(crate) db: StateDb,
 }
 
 impl Shared {
-    /// Runs `f` on the state database.
-    pub(crate) fn db<T>(&self, f: impl FnOnce(&StateDb) -> Result<T>) -> Result<T> {
-        f(&self.db)
+    /// Runs `f` on a blocking thread: the database and the filesystem must not stall the
+    /// caller's async executor.
+    pub(crate) async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Shared) -> Result<T> + Send + 'static,
+    {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || f(&shared))
+            .await
+            .map_err(|e| Error::Host(format!("a runtime task failed: {e}")))?
     }
 
     /// The record of box `key`, its state made truthful first: a box whose supervisor is
     /// gone without saying how it ended is `crashed`, never a ghost `running`.
     pub(crate) fn record(&self, key: &str) -> Result<BoxRecord> {
-        let record = self.db(|db| db.get_box(key))?;
+        let record = self.db.get_box(key)?;
         self.reconcile(record)
     }
 
+    /// `record`, with a dead supervisor's box recorded crashed.
     pub(crate) fn reconcile(&self, record: BoxRecord) -> Result<BoxRecord> {
         if !record.state.is_active() {
             return Ok(record);
@@ -63,89 +72,91 @@ impl Shared {
         let lock = self.layout.box_dir(&record.id).supervisor_lock();
         // Probed inside the transaction: a supervisor takes the lock before it records
         // `starting`, so a box starting right now is never marked crashed.
-        self.db(|db| {
-            db.update_box(&record.id, |r| {
-                if r.state.is_active() && !liveness::is_held(&lock)? {
-                    r.reason = Some(match r.supervisor_pid {
-                        Some(pid) => format!(
-                            "its supervisor (pid {pid}) died while the box was {}",
-                            r.state
-                        ),
-                        None => format!("its supervisor died while the box was {}", r.state),
-                    });
-                    r.state = BoxState::Crashed;
-                    r.stopped_at_ms = Some(now_ms());
-                    r.supervisor_pid = None;
-                    r.vm_pid = None;
-                }
-                Ok(())
-            })
-        })
+        self.db.mark_ended_if_gone(
+            &record.id,
+            || Ok(!liveness::is_held(&lock)?),
+            |pid, state| {
+                Ending::Crashed(match pid {
+                    Some(pid) => {
+                        format!("its supervisor (pid {pid}) died while the box was {state}")
+                    }
+                    None => format!("its supervisor died while the box was {state}"),
+                })
+            },
+        )?;
+        self.db.get_box(&record.id)
+    }
+
+    /// What the engines need to know of this host.
+    pub(crate) fn engine_host(&self) -> engine::Host {
+        engine::Host {
+            kvm: host::probe_kvm(),
+            force_kvm: self.options.force_kvm,
+        }
+    }
+
+    /// The engine `kind` means here, with its program.
+    pub(crate) fn resolve_engine(&self, kind: EngineKind) -> Result<ResolvedEngine> {
+        engine::resolve(kind, &self.engine_host(), &Programs::locate(&self.options))
     }
 
     /// The guest kernel to boot.
     pub(crate) fn kernel(&self) -> Result<PathBuf> {
-        let guest = self.layout.guest_dir();
-        find_artefact(
+        self.guest_file(
             self.options.kernel.as_ref(),
-            "BOXLITE_KERNEL",
-            &[guest.join("vmlinux"), guest.join("bzImage")],
+            &["vmlinux", "bzImage"],
+            Artefact::Kernel,
+            "cargo xtask kernel",
         )
-        .ok_or_else(|| Error::Missing {
-            what: "the guest kernel".into(),
-            hint: format!(
-                "{}build it with `cargo xtask kernel` and set BOXLITE_KERNEL to the vmlinux \
-                 in the directory it prints, or copy it to {}",
-                named(self.options.kernel.as_ref(), "BOXLITE_KERNEL"),
-                guest.join("vmlinux").display()
-            ),
-        })
     }
 
     /// The agent initramfs to boot.
     pub(crate) fn initramfs(&self) -> Result<PathBuf> {
-        let guest = self.layout.guest_dir();
-        find_artefact(
+        self.guest_file(
             self.options.initramfs.as_ref(),
-            "BOXLITE_INITRAMFS",
-            &[guest.join("initramfs.cpio.gz")],
+            &["initramfs.cpio.gz"],
+            Artefact::Initramfs,
+            "cargo xtask guest",
         )
-        .ok_or_else(|| Error::Missing {
-            what: "the guest agent's initramfs".into(),
+    }
+
+    /// The explicit path (which must be a file), else the first of `names` in `<home>/guest`
+    /// and then each of the options' guest directories.
+    fn guest_file(
+        &self,
+        explicit: Option<&PathBuf>,
+        names: &[&str],
+        what: Artefact,
+        build: &str,
+    ) -> Result<PathBuf> {
+        if let Some(path) = explicit {
+            if path.is_file() {
+                return Ok(path.clone());
+            }
+            return Err(Error::Missing {
+                what,
+                hint: format!("{} is not a file", path.display()),
+            });
+        }
+        let dirs: Vec<PathBuf> = std::iter::once(self.layout.guest_dir())
+            .chain(self.options.guest_dirs.iter().cloned())
+            .collect();
+        let found = dirs
+            .iter()
+            .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+            .find(|p| p.is_file());
+        found.ok_or_else(|| Error::Missing {
+            what,
             hint: format!(
-                "{}build it with `cargo xtask guest` and set BOXLITE_INITRAMFS to the file it \
-                 prints, or copy it to {}",
-                named(self.options.initramfs.as_ref(), "BOXLITE_INITRAMFS"),
-                guest.join("initramfs.cpio.gz").display()
+                "no {} in {}; `{build}` builds it and installs it in the per-user guest \
+                 directory",
+                names.join(" or "),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })
-    }
-
-    /// QEMU, if found.
-    pub(crate) fn qemu(&self) -> Option<PathBuf> {
-        self.options
-            .qemu
-            .clone()
-            .or_else(|| std::env::var_os("BOXLITE_QEMU").map(PathBuf::from))
-            .or_else(|| host::find_program("qemu-system-x86_64"))
-    }
-
-    /// `boxlite-vmm`, if found.
-    pub(crate) fn vmm(&self) -> Option<PathBuf> {
-        self.options
-            .vmm
-            .clone()
-            .or_else(|| std::env::var_os("BOXLITE_VMM").map(PathBuf::from))
-            .or_else(|| beside_current_exe(VMM_NAME))
-            .or_else(|| host::find_program(VMM_NAME))
-    }
-
-    /// The engines' programs, where found.
-    pub(crate) fn programs(&self) -> engine::Programs {
-        engine::Programs {
-            qemu: self.qemu(),
-            vmm: self.vmm(),
-        }
     }
 
     /// How to start a supervisor.
@@ -153,98 +164,14 @@ impl Shared {
         if let Some(command) = &self.options.supervisor {
             return Ok(command.clone());
         }
-        let program = std::env::var_os("BOXLITE_SUPERVISOR")
-            .map(PathBuf::from)
-            .or_else(|| beside_current_exe(SUPERVISOR_NAME))
+        host::beside_current_exe(SUPERVISOR_NAME)
             .or_else(|| host::find_program(SUPERVISOR_NAME))
+            .map(SupervisorCommand::new)
             .ok_or_else(|| Error::Missing {
-                what: SUPERVISOR_NAME.into(),
-                hint: "install it beside the program that uses boxlite, put it in PATH, or set \
-                       BOXLITE_SUPERVISOR"
-                    .into(),
-            })?;
-        Ok(SupervisorCommand {
-            program,
-            args: Vec::new(),
-        })
+                what: Artefact::Supervisor,
+                hint: "install it beside the program that uses boxlite or in PATH".into(),
+            })
     }
-}
-
-/// The supervisor binary's name.
-const SUPERVISOR_NAME: &str = "boxlite-supervisor";
-
-/// The kvm engine's binary's name.
-const VMM_NAME: &str = "boxlite-vmm";
-
-/// Program `name` beside the running program, or one directory up (where cargo puts
-/// binaries when the running program is a test in `target/*/deps`).
-fn beside_current_exe(name: &str) -> Option<PathBuf> {
-    let exe = std::env::current_exe().ok()?;
-    let dir = exe.parent()?;
-    [dir.join(name), dir.parent()?.join(name)]
-        .into_iter()
-        .find(|p| p.is_file())
-}
-
-/// The explicit path, else the one in `env`, else the first default that exists; an
-/// explicit or `env` path must exist too.
-fn find_artefact(explicit: Option<&PathBuf>, env: &str, defaults: &[PathBuf]) -> Option<PathBuf> {
-    let chosen = explicit.cloned().or_else(|| {
-        std::env::var_os(env)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    match chosen {
-        Some(path) => path.is_file().then_some(path),
-        None => defaults.iter().find(|p| p.is_file()).cloned(),
-    }
-}
-
-/// "PATH is not a file; " for the path the caller or the environment named, if any.
-fn named(explicit: Option<&PathBuf>, env: &str) -> String {
-    let chosen = explicit.cloned().or_else(|| {
-        std::env::var_os(env)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
-    match chosen {
-        Some(path) => format!("{} is not a file; ", path.display()),
-        None => String::new(),
-    }
-}
-
-/// What `boxlite info` reports: the host, the engines and the guest.
-#[derive(Debug, Clone, Serialize)]
-pub struct HostInfo {
-    /// The state directory.
-    pub home: PathBuf,
-    /// Whether hardware KVM is usable.
-    pub kvm_hardware: bool,
-    /// What /dev/kvm is, in words.
-    pub kvm: String,
-    /// Each engine and whether it can run here.
-    pub engines: Vec<EngineInfo>,
-    /// What `--engine auto` picks.
-    pub auto_engine: String,
-    /// The guest kernel, if found.
-    pub kernel: Option<PathBuf>,
-    /// The agent initramfs, if found.
-    pub initramfs: Option<PathBuf>,
-    /// The supervisor program, if found.
-    pub supervisor: Option<PathBuf>,
-    /// Host memory in MiB.
-    pub memory_mib: Option<u64>,
-}
-
-/// One engine's availability.
-#[derive(Debug, Clone, Serialize)]
-pub struct EngineInfo {
-    /// `kvm` or `qemu`.
-    pub name: String,
-    /// Whether it can run boxes here.
-    pub available: bool,
-    /// Why (not), in words.
-    pub detail: String,
 }
 
 impl Runtime {
@@ -252,8 +179,7 @@ impl Runtime {
     pub fn open(options: RuntimeOptions) -> Result<Runtime> {
         let layout = Layout::new(&options.home);
         for dir in [layout.boxes_dir(), layout.tmp_dir(), layout.disks_dir()] {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         }
         let store = Store::open(&options.home)?;
         let db = StateDb::open(&layout.state_db())?;
@@ -272,9 +198,9 @@ impl Runtime {
         self.shared.layout.home()
     }
 
-    /// The image store (import, list, remove images).
-    pub fn store(&self) -> &Store {
-        &self.shared.store
+    /// The options the runtime was opened with.
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.shared.options
     }
 
     /// Creates a box (not started): checks the options, makes the image's base disk if it is
@@ -282,187 +208,135 @@ impl Runtime {
     pub async fn create(&self, mut options: BoxOptions) -> Result<LiteBox> {
         options.validate()?;
         host::check_memory(options.memory_mib)?;
-        // Refused now rather than at the first start: `--engine kvm` on a host without
-        // hardware KVM, or an engine whose program is missing.
-        engine::resolve(options.engine, &host::probe_kvm(), &self.shared.programs())?;
-        let shared = self.shared.clone();
-        let record = tokio::task::spawn_blocking(move || {
-            let image = shared.store.get(&options.image)?;
-            defaults::apply_image(&mut options, &image.config.config);
-            // Checked again: the image's settings are input too.
-            options.validate()?;
-            // Held until the box's row references the disk: `remove_image` takes the same
-            // lock, so it sees the box, or the box sees no image.
-            let _disk_lock = disk::lock_base_disk(&shared.layout, &image.record.manifest_digest)?;
-            disk::ensure_base_disk_locked(
-                &shared.store,
-                &shared.layout,
-                &shared.db,
-                &image,
-                shared.options.progress,
-            )?;
-            let id = new_id()?;
-            let name = options
-                .name
-                .clone()
-                .unwrap_or_else(|| format!("box-{}", &id[..8]));
-            let record = BoxRecord {
-                id: id.clone(),
-                name,
-                image: options.image.clone(),
-                image_digest: image.record.manifest_digest.to_string(),
-                options,
-                state: BoxState::Created,
-                created_at_ms: now_ms(),
-                started_at_ms: None,
-                stopped_at_ms: None,
-                engine: None,
-                supervisor_pid: None,
-                vm_pid: None,
-                boot_ms: None,
-                exec_count: 0,
-                bytes_streamed: 0,
-                exit_code: None,
-                reason: None,
-            };
-            // The row first: it reserves the name before any file exists.
-            shared.db(|db| db.insert_box(&record))?;
-            let paths = shared.layout.box_dir(&id);
-            let socket = paths.agent_socket();
-            if socket.as_os_str().len() > crate::layout::MAX_SOCKET_PATH_LEN {
-                let _ = shared.db(|db| db.remove_box(&id));
-                return Err(Error::InvalidInput(format!(
-                    "the state directory {} is too deep: the box's socket {} would exceed \
-                     the {}-byte limit of Unix socket paths; use a shorter --home",
-                    shared.layout.home().display(),
-                    socket.display(),
-                    crate::layout::MAX_SOCKET_PATH_LEN
-                )));
-            }
-            let made = std::fs::create_dir_all(paths.dir())
-                .map_err(|e| Error::io(format!("creating {}", paths.dir().display()), e))
-                .and_then(|()| disk::create_box_disk(&paths.disk(), record.options.disk_size_mib));
-            if let Err(e) = made {
-                let _ = shared.db(|db| db.remove_box(&id));
-                let _ = std::fs::remove_dir_all(paths.dir());
-                return Err(e);
-            }
-            Ok(record)
-        })
-        .await
-        .map_err(|e| Error::Host(format!("creating a box: {e}")))??;
+        // Refused now rather than at the first start: an engine that cannot run here, or
+        // whose program is missing.
+        self.shared.resolve_engine(options.engine)?;
+        let record = self
+            .shared
+            .blocking(move |shared| {
+                let image = shared.store.get(&options.image)?;
+                defaults::apply_image(&mut options, &image.config.config);
+                // Checked again: the image's settings are input too.
+                options.validate()?;
+                // Held until the box's row references the disk: `remove_image` takes the
+                // same lock, so it sees the box, or the box sees no image.
+                let _disk_lock =
+                    disk::lock_base_disk(&shared.layout, &image.record.manifest_digest)?;
+                disk::ensure_base_disk_locked(
+                    &shared.store,
+                    &shared.layout,
+                    &shared.db,
+                    &image,
+                    shared.options.progress,
+                )?;
+                create_box(shared, options, image.record.manifest_digest.to_string())
+            })
+            .await?;
         Ok(LiteBox::new(self.shared.clone(), record))
     }
 
     /// The box with this id, unique id prefix or name.
     pub async fn get(&self, key: &str) -> Result<LiteBox> {
-        let record = self.shared.record(key)?;
+        let key = key.to_string();
+        let record = self.shared.blocking(move |s| s.record(&key)).await?;
         Ok(LiteBox::new(self.shared.clone(), record))
     }
 
     /// Every box, oldest first, with truthful states.
     pub async fn list(&self) -> Result<Vec<BoxInfo>> {
-        let records = self.shared.db(|db| db.list_boxes())?;
-        records
-            .into_iter()
-            .map(|r| self.shared.reconcile(r))
-            .collect()
+        self.shared
+            .blocking(|s| {
+                s.db.list_boxes()?
+                    .into_iter()
+                    .map(|r| s.reconcile(r).map(BoxInfo::from))
+                    .collect()
+            })
+            .await
     }
 
-    /// Removes a box and its files; a running box only with `force` (it is killed).
-    pub async fn remove(&self, key: &str, force: bool) -> Result<()> {
-        let litebox = self.get(key).await?;
-        litebox.remove(force).await
-    }
-
-    /// Removes image `name` (and its base disk, unless another name keeps the same image);
-    /// refused while boxes use it, naming them.
-    pub fn remove_image(&self, name: &str) -> Result<oci_layers::GcReport> {
-        let store = &self.shared.store;
-        let image = store.get(name)?;
-        let digest = image.record.manifest_digest.clone();
-        let _disk_lock = disk::lock_base_disk(&self.shared.layout, &digest)?;
-        // Another name for the same manifest keeps its boxes (and base disk) working.
-        let shared = store
-            .list()?
-            .iter()
-            .any(|other| other.name != image.record.name && other.manifest_digest == digest);
-        if !shared {
-            let users = self.shared.db(|db| {
-                let ids = db.boxes_using_image(&digest.to_string())?;
-                Ok(ids
-                    .iter()
-                    .map(|id| db.get_box(id).map_or_else(|_| id.clone(), |b| b.name))
-                    .collect::<Vec<_>>())
-            })?;
-            if !users.is_empty() {
-                let (count, them) = match users.len() {
-                    1 => ("1 box".to_string(), "it"),
-                    n => (format!("{n} boxes"), "them"),
-                };
-                return Err(Error::InvalidInput(format!(
-                    "image {name} is used by {count}: {}; remove {them} first (`boxlite rm`)",
-                    users.join(", ")
-                )));
-            }
-        }
-        let report = store.remove(name)?;
-        if !shared {
-            self.shared
-                .db(|db| disk::remove_base_disk_locked(&self.shared.layout, db, &digest))?;
-        }
-        Ok(report)
+    /// Removes a box and its files; a running box only with [`RemoveMode::Kill`].
+    pub async fn remove(&self, key: &str, mode: RemoveMode) -> Result<()> {
+        self.get(key).await?.remove(mode).await
     }
 
     /// The host, its engines and the guest artefacts.
     pub fn host_info(&self) -> HostInfo {
-        let kvm = host::probe_kvm();
-        let qemu = self.shared.qemu();
-        let vmm = self.shared.vmm();
-        let engines = vec![
-            EngineInfo {
-                name: "kvm".into(),
-                available: kvm.is_hardware() && vmm.is_some(),
-                detail: match &vmm {
-                    Some(path) => format!("{}: {}", path.display(), kvm.describe()),
-                    None => format!(
-                        "boxlite-vmm not found (set BOXLITE_VMM); {}",
-                        kvm.describe()
-                    ),
-                },
-            },
-            EngineInfo {
-                name: "qemu".into(),
-                available: qemu.is_some(),
-                detail: match &qemu {
-                    Some(path) if kvm.is_hardware() => {
-                        format!("{} with KVM acceleration", path.display())
-                    }
-                    Some(path) => format!(
-                        "{} with TCG (software emulation: no usable hardware KVM)",
-                        path.display()
-                    ),
-                    None => "qemu-system-x86_64 not found (apt-get install qemu-system-x86)".into(),
-                },
-            },
-        ];
+        let shared = &self.shared;
+        let host = shared.engine_host();
+        let programs = Programs::locate(&shared.options);
+        let engines = engine::assess(&host, &programs)
+            .into_iter()
+            .map(|a| EngineInfo {
+                name: a.name.into(),
+                available: a.available,
+                detail: a.detail,
+            })
+            .collect();
         HostInfo {
             home: self.home().to_path_buf(),
-            kvm_hardware: kvm.is_hardware(),
-            kvm: kvm.describe(),
+            kvm_hardware: host.kvm.is_hardware(),
+            kvm: host.kvm.describe(),
             engines,
-            auto_engine: match engine::resolve(EngineKind::Auto, &kvm, &self.shared.programs()) {
-                Ok(EngineKind::Kvm) => "kvm (boxlite-vmm)".into(),
-                Ok(_) if kvm.is_hardware() => "qemu (kvm)".into(),
-                Ok(_) => "qemu (tcg)".into(),
+            auto_engine: match engine::resolve(EngineKind::Auto, &host, &programs) {
+                Ok(engine) => engine.describe(),
                 Err(e) => format!("none: {e}"),
             },
-            kernel: self.shared.kernel().ok(),
-            initramfs: self.shared.initramfs().ok(),
-            supervisor: self.shared.supervisor().ok().map(|s| s.program),
+            kernel: shared.kernel().ok(),
+            initramfs: shared.initramfs().ok(),
+            supervisor: shared.supervisor().ok().map(|s| s.program),
             memory_mib: host::memory_total_mib().ok(),
         }
     }
+}
+
+/// Records box `options` of the image with manifest `digest` and makes its directory and
+/// disk (the caller holds the image's base-disk lock).
+fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<BoxRecord> {
+    let id = new_id()?;
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("box-{}", &id[..8]));
+    let paths = shared.layout.box_dir(&id);
+    let socket = paths.agent_socket();
+    if socket.as_os_str().len() > MAX_SOCKET_PATH_LEN {
+        return Err(Error::InvalidInput(format!(
+            "the state directory {} is too deep: the box's socket {} would exceed the \
+             {MAX_SOCKET_PATH_LEN}-byte limit of Unix socket paths; use a shorter home",
+            shared.layout.home().display(),
+            socket.display(),
+        )));
+    }
+    let record = BoxRecord {
+        id: id.clone(),
+        name,
+        image: options.image.clone(),
+        image_digest: digest,
+        options,
+        state: BoxState::Created,
+        created_at_ms: now_ms(),
+        started_at_ms: None,
+        stopped_at_ms: None,
+        engine: None,
+        supervisor_pid: None,
+        vm_pid: None,
+        boot_ms: None,
+        exec_count: 0,
+        bytes_streamed: 0,
+        exit_code: None,
+        reason: None,
+    };
+    // The row first: it reserves the name before any file exists.
+    shared.db.insert_box(&record)?;
+    let made = std::fs::create_dir_all(paths.dir())
+        .map_err(|e| Error::io("creating", paths.dir(), e))
+        .and_then(|()| disk::create_box_disk(&paths.disk(), record.options.disk_size_mib));
+    if let Err(e) = made {
+        let _ = shared.db.remove_box(&id);
+        let _ = std::fs::remove_dir_all(paths.dir());
+        return Err(e);
+    }
+    Ok(record)
 }
 
 /// A fresh box id: 64 hex digits from the kernel's random source.
@@ -472,7 +346,7 @@ fn new_id() -> Result<String> {
     while filled < bytes.len() {
         filled +=
             rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
-                .map_err(|e| Error::io("reading random bytes for a box id", e.into()))?;
+                .map_err(|e| Error::io("reading random bytes from", "getrandom", e.into()))?;
     }
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }

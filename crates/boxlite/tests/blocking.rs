@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::io::{Read, Write};
+
 use boxlite::{BoxCommand, BoxOptions};
 use support::{Fixture, IMAGE};
 
@@ -17,6 +19,21 @@ fn blocking_runtime_runs_a_command() {
     assert_eq!(out.stdout, b"blocking\n");
     assert!(out.status.success());
     assert_eq!(rt.list().unwrap().len(), 1);
-    bx.remove(true).unwrap();
+    assert_eq!(rt.images().unwrap().len(), 1);
+
+    // Streams as std readers and writers; try_wait, then kill from the host.
+    let mut cat = bx.exec(BoxCommand::new("cat")).unwrap();
+    let mut stdin = cat.stdin.take().unwrap();
+    let mut stdout = cat.stdout.take().unwrap();
+    stdin.write_all(b"ping\n").unwrap();
+    stdin.flush().unwrap();
+    let mut echoed = [0u8; 5];
+    stdout.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping\n");
+    assert!(cat.try_wait().unwrap().is_none());
+    cat.kill().unwrap();
+    assert_eq!(cat.wait().unwrap().signal, Some(9));
+    assert!(cat.try_wait().unwrap().is_some());
+    bx.remove(boxlite::RemoveMode::Kill).unwrap();
     assert!(rt.list().unwrap().is_empty());
 }

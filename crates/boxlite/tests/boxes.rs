@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use boxlite::{BoxCommand, BoxOptions, BoxState, Error};
+use boxlite::{BoxCommand, BoxOptions, BoxState, Error, ErrorKind, Needs, RemoveMode};
 use support::{Fixture, IMAGE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -69,6 +69,16 @@ async fn lifecycle_exec_and_a_disk_that_persists() {
         .await
         .unwrap();
     assert_eq!(other.stdout, b"1\n2\n3\n");
+    // Collected output is bounded: past the limit the command is killed and named.
+    let err = bx
+        .exec(sh("seq 1 100000"))
+        .await
+        .unwrap()
+        .output_limited(1000)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::TooLarge { limit: 1000, .. }), "{err}");
+    assert!(err.to_string().contains("stdout"), "{err}");
     stdin.write_all(b"second\n").await.unwrap();
     drop(stdin);
     let mut rest = Vec::new();
@@ -125,7 +135,7 @@ async fn lifecycle_exec_and_a_disk_that_persists() {
     let metrics = bx.metrics().await.unwrap();
     assert!(metrics.exec_count >= 1, "{metrics:?}");
     bx.stop_with_grace(Duration::from_secs(5)).await.unwrap();
-    rt.remove("life", false).await.unwrap();
+    rt.remove("life", RemoveMode::IfStopped).await.unwrap();
     assert!(matches!(
         rt.get("life").await.unwrap_err(),
         Error::NoSuchBox(_)
@@ -166,12 +176,23 @@ async fn boxes_of_one_image_are_isolated() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "iso-b\n1\n");
 
     // A running box is removed only with force, and force kills it.
-    let err = rt.remove("iso-a", false).await.unwrap_err();
-    assert!(err.to_string().contains("rm -f"), "{err}");
+    let err = rt.remove("iso-a", RemoveMode::IfStopped).await.unwrap_err();
+    // The library says what to do in its own terms; the CLI words it as `rm -f`.
+    assert!(
+        matches!(
+            err,
+            Error::InvalidState {
+                needs: Needs::NotRunning,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("remove it with force"), "{err}");
     let supervisor = a.info().await.unwrap().supervisor_pid.unwrap();
     let vm = a.info().await.unwrap().vm_pid.unwrap();
-    rt.remove("iso-a", true).await.unwrap();
-    rt.remove("iso-b", true).await.unwrap();
+    rt.remove("iso-a", RemoveMode::Kill).await.unwrap();
+    rt.remove("iso-b", RemoveMode::Kill).await.unwrap();
     assert!(rt.list().await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!support::alive(supervisor) && !support::alive(vm));
@@ -246,7 +267,11 @@ async fn bad_requests_get_clear_errors() {
     let mut options = BoxOptions::new(IMAGE);
     options.cpus = 0;
     let err = rt.create(options).await.unwrap_err();
-    assert!(err.to_string().contains("--cpus"), "{err}");
+    assert!(
+        matches!(err, Error::InvalidOption { option: "cpus", .. }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
 
     let options = support::named("taken");
     rt.create(options.clone()).await.unwrap();
@@ -254,13 +279,16 @@ async fn bad_requests_get_clear_errors() {
     assert!(matches!(err, Error::NameInUse(..)), "{err}");
 
     // The kvm engine where KVM is the paravirtual kvm_pvm: refused, pointing to qemu.
-    if !boxlite::host::probe_kvm().is_hardware()
-        && std::env::var_os(boxlite::engine::FORCE_KVM_ENV).is_none()
-    {
+    if !boxlite::internals::probe_kvm().is_hardware() {
         let mut options = BoxOptions::new(IMAGE);
         options.engine = boxlite::EngineKind::Kvm;
-        let err = rt.create(options).await.unwrap_err().to_string();
-        assert!(err.contains("--engine qemu"), "{err}");
+        let err = rt.create(options).await.unwrap_err();
+        // Typed, so that the CLI can point to `--engine qemu`.
+        assert!(
+            matches!(&err, Error::EngineUnavailable { engine, .. } if engine == "kvm"),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
     }
 
     // A kernel that is not there.
@@ -297,7 +325,7 @@ async fn bad_requests_get_clear_errors() {
 /// The kvm engine (our own VMM) end to end: only where hardware KVM is usable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kvm_engine_boots_a_box_on_hardware_kvm() {
-    let kvm = boxlite::host::probe_kvm();
+    let kvm = boxlite::internals::probe_kvm();
     if !kvm.is_hardware() {
         eprintln!("skipped: {}", kvm.describe());
         return;

@@ -57,7 +57,7 @@ async fn role() {
                 .unwrap();
             println!("EXEC:{}", String::from_utf8_lossy(&out.stdout).trim());
         }
-        "remove" => rt.remove(&name, true).await.unwrap(),
+        "remove" => rt.remove(&name, boxlite::RemoveMode::Kill).await.unwrap(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -116,5 +116,7 @@ async fn a_killed_supervisor_leaves_a_crashed_box_that_can_be_removed() {
         .unwrap();
     assert!(out.status.success());
     bx.stop().await.unwrap();
-    rt.remove("doomed", false).await.unwrap();
+    rt.remove("doomed", boxlite::RemoveMode::IfStopped)
+        .await
+        .unwrap();
 }

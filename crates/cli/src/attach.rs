@@ -91,12 +91,16 @@ pub async fn attach(
             status = &mut wait => break status?,
             Some(number) = signals.recv() => {
                 // A command that already ended cannot be signalled; its status comes next.
-                let _ = exec.signal(number).await;
+                if let Some(signal) = boxlite::Signal::from_raw(number) {
+                    let _ = exec.signal(signal).await;
+                }
             }
             Some(()) = broken.recv() => {
                 // As in a local pipeline: a writer whose reader is gone gets SIGPIPE, so
                 // `yes | head -1` ends instead of running on into the void.
-                let _ = exec.signal(libc::SIGPIPE).await;
+                if let Some(pipe) = boxlite::Signal::from_raw(libc::SIGPIPE) {
+                    let _ = exec.signal(pipe).await;
+                }
             }
             () = recv(&mut winch) => {
                 let (rows, cols) = tty::size();

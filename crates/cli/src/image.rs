@@ -1,11 +1,10 @@
 //! `boxlite image …`: import, list, inspect, remove and unpack images.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use boxlite::{Runtime, UnpackMethod};
 use clap::Subcommand;
-use oci_layers::Store;
 
 /// The `image` subcommands.
 #[derive(Subcommand)]
@@ -46,18 +45,15 @@ pub enum Command {
     },
 }
 
-/// Runs one `image` subcommand against the state directory `home`.
-pub fn run(home: &Path, cmd: Command) -> Result<()> {
-    let store =
-        Store::open(home).with_context(|| format!("opening state directory {}", home.display()))?;
-    let progress = std::io::stderr().is_terminal();
+/// Runs one `image` subcommand on `runtime`.
+pub fn run(runtime: &Runtime, cmd: Command) -> Result<()> {
     match cmd {
         Command::Import { path, name } => {
-            let record = store.import(&path, name.as_deref(), progress)?;
+            let record = runtime.import_image(&path, name.as_deref())?;
             println!("{} {}", record.name, record.manifest_digest);
         }
         Command::Ls { json } => {
-            let images = store.list()?;
+            let images = runtime.images()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&images)?);
             } else {
@@ -74,7 +70,7 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             }
         }
         Command::Inspect { name } => {
-            let image = store.get(&name)?;
+            let image = runtime.image(&name)?;
             let json = serde_json::json!({
                 "record": image.record,
                 "manifest": image.manifest,
@@ -83,7 +79,6 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&json)?);
         }
         Command::Rm { names } => {
-            let runtime = boxlite::Runtime::open(boxlite::RuntimeOptions::new(home))?;
             for name in names {
                 let gc = runtime.remove_image(&name)?;
                 println!(
@@ -94,14 +89,14 @@ pub fn run(home: &Path, cmd: Command) -> Result<()> {
             }
         }
         Command::Unpack { name, dest } => {
-            let report = store.unpack(&name, &dest, progress)?;
+            let report = runtime.unpack_image(&name, &dest)?;
             if let Some(reason) = &report.fallback_reason {
                 eprintln!(
                     "boxlite: warning: copy-based assembly failed ({reason}); used extraction"
                 );
             }
             let how = match report.method {
-                oci_layers::rootfs::Method::AlreadyComplete => "already complete".to_string(),
+                UnpackMethod::AlreadyComplete => "already complete".to_string(),
                 _ => format!(
                     "{} ({} extracted), {}, {} by {}",
                     count(report.layers as u64, "layer"),

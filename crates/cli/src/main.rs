@@ -2,9 +2,9 @@
 
 mod attach;
 mod cmd;
-mod home;
 mod image;
 mod tty;
+mod words;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,31 +35,31 @@ struct Cli {
 /// Flags every subcommand takes.
 #[derive(clap::Args, Clone)]
 pub struct Global {
-    /// State directory (images, layer cache, boxes). Default: $XDG_DATA_HOME/boxlite.
+    /// State directory (images, layer cache, boxes). Default: $BOXLITE_HOME, else
+    /// $XDG_DATA_HOME/boxlite, else ~/.local/share/boxlite.
     #[arg(
         long,
         global = true,
-        env = "BOXLITE_HOME",
         value_name = "DIR",
         help_heading = "Global options"
     )]
     pub home: Option<PathBuf>,
 
-    /// The guest kernel (vmlinux or bzImage). Default: <home>/guest/vmlinux or bzImage.
+    /// The guest kernel (vmlinux or bzImage). Default: $BOXLITE_KERNEL, else vmlinux or
+    /// bzImage in <home>/guest/, else in ~/.local/share/boxlite-guest/.
     #[arg(
         long,
         global = true,
-        env = "BOXLITE_KERNEL",
         value_name = "FILE",
         help_heading = "Global options"
     )]
     pub kernel: Option<PathBuf>,
 
-    /// The guest agent's initramfs. Default: <home>/guest/initramfs.cpio.gz.
+    /// The guest agent's initramfs. Default: $BOXLITE_INITRAMFS, else initramfs.cpio.gz in
+    /// <home>/guest/, else in ~/.local/share/boxlite-guest/.
     #[arg(
         long,
         global = true,
-        env = "BOXLITE_INITRAMFS",
         value_name = "FILE",
         help_heading = "Global options"
     )]
@@ -100,21 +100,18 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // The supervisor's own arguments (`--home`, `--box`, …) are not ours: hand them over
-    // before clap sees them.
+    // A box's supervisor: the runtime gives it its arguments on stdin.
     if std::env::args_os().nth(1).is_some_and(|a| a == SUPERVISE) {
-        let args = std::env::args_os().skip(2);
-        return boxlite::supervisor::main(args.map(|a| a.to_string_lossy().into_owned()));
+        return boxlite::supervise();
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(&err),
     };
     let result = match cli.command {
-        Command::Image(cmd) => {
-            let home = home::resolve(cli.global.home.clone());
-            image::run(&home, cmd).map(|()| 0)
-        }
+        Command::Image(cmd) => cmd::open_runtime(&cli.global)
+            .and_then(|rt| image::run(&rt, cmd))
+            .map(|()| 0),
         command => run_async(&cli.global, command),
     };
     match result {
@@ -200,14 +197,22 @@ fn describe(err: &anyhow::Error) -> String {
     }
 }
 
-/// The error and its causes, without repeating a cause its parent already quotes.
+/// The error and its causes, without repeating a cause its parent already quotes; the
+/// runtime's own errors in this command's words.
 fn joined(err: &anyhow::Error) -> String {
-    let mut line = err.to_string();
-    for cause in err.chain().skip(1) {
-        let text = cause.to_string();
-        if !line.contains(&text) {
+    let text = |cause: &(dyn std::error::Error + 'static)| {
+        cause
+            .downcast_ref::<boxlite::Error>()
+            .and_then(words::reword)
+            .unwrap_or_else(|| cause.to_string())
+    };
+    let mut chain = err.chain();
+    let mut line = chain.next().map(text).unwrap_or_default();
+    for cause in chain {
+        let plain = cause.to_string();
+        if !line.contains(&plain) {
             line.push_str(": ");
-            line.push_str(&text);
+            line.push_str(&text(cause));
         }
     }
     line

@@ -16,9 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use boxlite::engine::{Qemu, VmSpec};
-use boxlite::options::{DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB, DEFAULT_MEMORY_MIB};
-use boxlite::{BoxCommand, Runtime, RuntimeOptions};
+use boxlite::internals::{self, Device, ResolvedEngine, VmSpec};
+use boxlite::{
+    BoxCommand, DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB, DEFAULT_MEMORY_MIB, EngineKind, Runtime,
+    RuntimeOptions,
+};
 use clap::Args as ClapArgs;
 use protocol::client::Client;
 
@@ -231,8 +233,7 @@ async fn library_execs(runtime: &Runtime, count: usize) -> Result<Samples> {
 
 /// QEMU booted directly, with the engine's arguments for the benchmark image's disks.
 struct RawVm {
-    program: PathBuf,
-    engine: Qemu,
+    engine: ResolvedEngine,
     kernel: PathBuf,
     initramfs: PathBuf,
     base_disk: PathBuf,
@@ -251,18 +252,22 @@ impl Drop for KillOnDrop {
 
 impl RawVm {
     fn new(runtime: &Runtime, cli: &Cli, scratch: &Path) -> Result<RawVm> {
-        let digest = runtime.store().get(IMAGE_NAME)?.record.manifest_digest;
-        let base_disk = boxlite::layout::Layout::new(&cli.home).base_disk(&digest);
+        let digest = runtime.image(IMAGE_NAME)?.record.manifest_digest;
+        let base_disk = internals::Layout::new(&cli.home).base_disk(&digest);
         ensure!(
             base_disk.is_file(),
             "no base disk at {}",
             base_disk.display()
         );
-        let qemu = boxlite::host::find_program("qemu-system-x86_64")
-            .context("qemu-system-x86_64 is not in PATH (apt-get install qemu-system-x86)")?;
+        // The same QEMU command line the qemu engine gives a box, run without a supervisor.
+        let host = internals::Host {
+            kvm: internals::probe_kvm(),
+            force_kvm: false,
+        };
+        let programs = internals::Programs::locate(runtime.options());
+        let engine = internals::resolve(EngineKind::Qemu, &host, &programs)?;
         Ok(RawVm {
-            engine: Qemu::new(qemu.clone(), boxlite::host::probe_kvm().is_hardware()),
-            program: qemu,
+            engine,
             kernel: cli.kernel.clone(),
             initramfs: cli.initramfs.clone(),
             base_disk,
@@ -274,30 +279,42 @@ impl RawVm {
     async fn boot(&self, i: usize) -> Result<Duration> {
         let dir = self.dir.join(i.to_string());
         std::fs::create_dir_all(&dir)?;
+        let (box_disk, agent_socket) = (dir.join("disk.ext4"), dir.join("agent.sock"));
         let spec = VmSpec {
             kernel: self.kernel.clone(),
             initramfs: self.initramfs.clone(),
             cpus: DEFAULT_CPUS,
             memory_mib: DEFAULT_MEMORY_MIB,
-            base_disk: self.base_disk.clone(),
-            box_disk: dir.join("disk.ext4"),
-            console_log: dir.join("console.log"),
-            vm_log: dir.join("vm.log"),
-            agent_socket: dir.join("agent.sock"),
             hostname: "bench".into(),
+            vm_log: dir.join("vm.log"),
+            devices: vec![
+                Device::Disk {
+                    path: self.base_disk.clone(),
+                    read_only: true,
+                },
+                Device::Disk {
+                    path: box_disk.clone(),
+                    read_only: false,
+                },
+                Device::Console {
+                    log: dir.join("console.log"),
+                },
+                Device::Agent {
+                    socket: agent_socket.clone(),
+                },
+            ],
         };
-        boxlite::disk::create_box_disk(&spec.box_disk, DEFAULT_DISK_SIZE_MIB)?;
+        internals::create_box_disk(&box_disk, DEFAULT_DISK_SIZE_MIB)?;
         let vm_log = std::fs::File::create(&spec.vm_log)?;
-        let mut cmd = Command::new(&self.program);
-        cmd.args(self.engine.args(&spec))
-            .stdin(Stdio::null())
+        let mut cmd = self.engine.command(&spec);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(vm_log);
         let start = Instant::now();
         let mut vm = KillOnDrop(cmd.spawn().context("starting qemu-system-x86_64")?);
         // Polled as the supervisor polls: the socket appears once QEMU is up.
         let stream = loop {
-            if let Ok(stream) = tokio::net::UnixStream::connect(&spec.agent_socket).await {
+            if let Ok(stream) = tokio::net::UnixStream::connect(&agent_socket).await {
                 break stream;
             }
             if let Some(status) = vm.0.try_wait()? {
@@ -469,7 +486,7 @@ fn verdict(met: bool) -> &'static str {
 
 /// The engine the boots ran on, in words.
 fn engine_words() -> String {
-    let kvm = boxlite::host::probe_kvm();
+    let kvm = internals::probe_kvm();
     if kvm.is_hardware() {
         "qemu (kvm)".into()
     } else {
@@ -487,7 +504,7 @@ fn machine() -> String {
         .map_or("unknown CPU", |(_, m)| m.trim())
         .to_owned();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let memory = boxlite::host::memory_total_mib()
+    let memory = internals::memory_total_mib()
         .map_or_else(|_| "? GiB".into(), |m| format!("{} GiB", m / 1024));
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     format!("{model}, {cores} cores, {memory}, Linux {}", kernel.trim())

@@ -1,5 +1,5 @@
 //! `boxlite-supervisor`: owns one running box's VM; started by the runtime, not by people.
 
 fn main() -> std::process::ExitCode {
-    boxlite::supervisor::main(std::env::args().skip(1))
+    boxlite::supervise()
 }

@@ -3,14 +3,13 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use oci_layers::lock::FileLock;
 use oci_layers::{Digest, Image, Store};
 use rustix::io::Errno;
 
 use super::file::{Partial, ScratchDir, TMP_INFIX, remove_tree, sync_dir};
-use super::{log_timing, mkfs, size};
+use super::{mkfs, size};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::state::{BaseDiskRecord, StateDb, now_ms};
@@ -22,6 +21,7 @@ const ROOTFS_MARKER_PREFIX: &str = "user.boxlite.rootfs";
 /// Longest xattr name list read from the rootfs directory (the kernel's `XATTR_LIST_MAX`).
 const MAX_XATTR_LIST: usize = 64 << 10;
 
+#[cfg(test)]
 /// The read-only ext4 base disk of `image` (made once per image manifest digest, cached at
 /// `layout.base_disk(digest)`, shared by all boxes of that image). Returns its path.
 ///
@@ -56,7 +56,6 @@ pub fn ensure_base_disk_locked(
     // A file without a record (its build was interrupted after the rename) or a record
     // without a file: build again from scratch rather than trust either half.
     remove_file_if_present(&path)?;
-    let start = Instant::now();
     let bytes = build(store, layout, image, &path, progress)?;
     let record = BaseDiskRecord {
         digest: key,
@@ -69,7 +68,6 @@ pub fn ensure_base_disk_locked(
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    log_timing(&path, start);
     Ok(path)
 }
 
@@ -77,8 +75,7 @@ pub fn ensure_base_disk_locked(
 /// held by whoever removes it).
 pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<FileLock> {
     let dir = layout.home().join("locks");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let name = format!(
         "base-disk-{}-{}.lock",
         digest.algorithm().name(),
@@ -87,6 +84,7 @@ pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<FileLock> {
     Ok(FileLock::exclusive(&dir.join(name))?)
 }
 
+#[cfg(test)]
 /// Removes the base disk of `digest`, file and record (for `image rm`; the caller checks
 /// that no box uses it). Absent already: nothing to do.
 pub fn remove_base_disk(layout: &Layout, db: &StateDb, digest: &Digest) -> Result<()> {
@@ -182,10 +180,7 @@ fn prepare_root(rootfs: &Path) -> Result<()> {
         Ok(n) => n,
         Err(Errno::NOTSUP) => 0,
         Err(e) => {
-            return Err(Error::io(
-                format!("listing xattrs of {}", rootfs.display()),
-                e.into(),
-            ));
+            return Err(Error::io("listing xattrs of", rootfs, e.into()));
         }
     };
     for name in names[..len].split(|&b| b == 0).filter(|n| !n.is_empty()) {
@@ -193,21 +188,18 @@ fn prepare_root(rootfs: &Path) -> Result<()> {
             match rustix::fs::lremovexattr(rootfs, name) {
                 Ok(()) | Err(Errno::NODATA) => {}
                 Err(e) => {
-                    return Err(Error::io(
-                        format!("removing xattrs of {}", rootfs.display()),
-                        e.into(),
-                    ));
+                    return Err(Error::io("removing xattrs of", rootfs, e.into()));
                 }
             }
         }
     }
     std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io(format!("setting the mode of {}", rootfs.display()), e))?;
+        .map_err(|e| Error::io("setting the mode of", rootfs, e))?;
     // mkfs is told root_owner=0:0 as well; chown matters only should a future mkfs copy the
     // source directory's owner, and only root can do it.
     if rustix::process::geteuid().is_root() {
         std::os::unix::fs::lchown(rootfs, Some(0), Some(0))
-            .map_err(|e| Error::io(format!("chowning {}", rootfs.display()), e))?;
+            .map_err(|e| Error::io("chowning", rootfs, e))?;
     }
     Ok(())
 }
@@ -224,7 +216,7 @@ fn remove_stale_temps(dir: &Path, target: &Path) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+        Err(e) => return Err(Error::io("listing", dir, e)),
     };
     for entry in entries.flatten() {
         if entry.file_name().as_encoded_bytes().starts_with(prefix) {
@@ -239,6 +231,6 @@ fn remove_file_if_present(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
         Ok(()) => path.parent().map_or(Ok(()), sync_dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        Err(e) => Err(Error::io("removing", path, e)),
     }
 }

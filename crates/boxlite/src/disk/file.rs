@@ -30,8 +30,7 @@ impl Partial {
     /// directory if needed. Private to the user: a disk holds a box's data.
     pub fn create(target: &Path, len: u64) -> Result<Partial> {
         let dir = parent(target);
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let name = target
             .file_name()
             .ok_or_else(|| Error::InvalidInput(format!("{}: not a file path", target.display())))?;
@@ -48,7 +47,7 @@ impl Partial {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+            .map_err(|e| Error::io("creating", &tmp, e))?;
         let partial = Partial {
             tmp,
             target: target.to_path_buf(),
@@ -73,7 +72,7 @@ impl Partial {
     pub fn set_len(&self, len: u64) -> Result<()> {
         self.file
             .set_len(len)
-            .map_err(|e| Error::io(format!("sizing {}", self.tmp.display()), e))
+            .map_err(|e| Error::io("sizing", &self.tmp, e))
     }
 
     /// Syncs the file, renames it to its final path and syncs the directory. With
@@ -81,22 +80,14 @@ impl Partial {
     pub fn commit(mut self, replace: bool) -> Result<()> {
         self.file
             .sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", self.tmp.display()), e))?;
+            .map_err(|e| Error::io("syncing", &self.tmp, e))?;
         let flags = if replace {
             RenameFlags::empty()
         } else {
             RenameFlags::NOREPLACE
         };
-        renameat_with(CWD, &self.tmp, CWD, &self.target, flags).map_err(|e| {
-            Error::io(
-                format!(
-                    "renaming {} to {}",
-                    self.tmp.display(),
-                    self.target.display()
-                ),
-                e.into(),
-            )
-        })?;
+        renameat_with(CWD, &self.tmp, CWD, &self.target, flags)
+            .map_err(|e| Error::io("renaming into place", &self.target, e.into()))?;
         self.done = true;
         sync_dir(parent(&self.target))
     }
@@ -122,7 +113,7 @@ fn parent(path: &Path) -> &Path {
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+        .map_err(|e| Error::io("syncing", dir, e))
 }
 
 /// A scratch directory tree, removed (with everything in it) on drop.
@@ -135,8 +126,7 @@ impl ScratchDir {
     /// Creates `path` afresh: whatever a crashed earlier run left there is removed first.
     pub fn create(path: PathBuf) -> Result<ScratchDir> {
         remove_tree(&path)?;
-        std::fs::create_dir_all(&path)
-            .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
         Ok(ScratchDir { path })
     }
 
@@ -160,8 +150,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
         _ => return Ok(()),
     };
     make_dirs_writable(path);
-    std::fs::remove_dir_all(path)
-        .map_err(|_| Error::io(format!("removing {}", path.display()), first))
+    std::fs::remove_dir_all(path).map_err(|_| Error::io("removing", path, first))
 }
 
 /// Gives the owner full access to every directory under `path` (best effort).

@@ -4,7 +4,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::error::{Error, Result};
+use crate::error::{Artefact, Error, Result};
 use crate::host::find_program;
 
 /// The program.
@@ -25,7 +25,7 @@ pub fn program() -> Result<PathBuf> {
                 .find(|p| find_program(&p.to_string_lossy()).is_some())
         })
         .ok_or_else(|| Error::Missing {
-            what: MKFS.into(),
+            what: Artefact::Program(MKFS.into()),
             hint: "install e2fsprogs (apt-get install e2fsprogs)".into(),
         })
 }
@@ -50,7 +50,7 @@ pub fn run(program: &Path, args: &[OsString], target: &Path) -> Result<()> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|e| Error::io(format!("running {}", program.display()), e))?;
+        .map_err(|e| Error::io("running", program, e))?;
     if output.status.success() {
         return Ok(());
     }
@@ -67,7 +67,8 @@ pub fn run(program: &Path, args: &[OsString], target: &Path) -> Result<()> {
         words.push('…');
     }
     Err(Error::io(
-        format!("{MKFS} making {}", target.display()),
+        "running mkfs.ext4 to make",
+        target,
         std::io::Error::other(format!("{}: {words}", output.status)),
     ))
 }

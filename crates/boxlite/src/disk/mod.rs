@@ -14,12 +14,10 @@ mod size;
 mod tests;
 
 use std::path::Path;
-use std::time::Instant;
 
-pub use base::{
-    BASE_DISK_LABEL, ensure_base_disk, ensure_base_disk_locked, lock_base_disk, remove_base_disk,
-    remove_base_disk_locked,
-};
+#[cfg(test)]
+pub use base::{ensure_base_disk, remove_base_disk};
+pub use base::{ensure_base_disk_locked, lock_base_disk, remove_base_disk_locked};
 
 use crate::error::{Error, Result};
 use crate::options::{MAX_DISK_SIZE_MIB, MIN_DISK_SIZE_MIB};
@@ -38,7 +36,6 @@ pub fn create_box_disk(path: &Path, size_mib: u64) -> Result<()> {
         )));
     }
     let mkfs = mkfs::program()?;
-    let start = Instant::now();
     let partial = file::Partial::create(path, size_mib << 20)?;
     let mut args = mkfs::common_args(BOX_DISK_LABEL);
     // Lazy init leaves inode tables and the journal to be zeroed on first use (and on a
@@ -54,17 +51,5 @@ pub fn create_box_disk(path: &Path, size_mib: u64) -> Result<()> {
     args.push(partial.path().into());
     mkfs::run(&mkfs, &args, path)?;
     partial.commit(false)?;
-    log_timing(path, start);
     Ok(())
-}
-
-/// Notes how long making a disk took, when `BOXLITE_DEBUG_DISK` is set (for benchmarks).
-fn log_timing(path: &Path, start: Instant) {
-    if std::env::var_os("BOXLITE_DEBUG_DISK").is_some() {
-        eprintln!(
-            "boxlite: made {} in {:.1} ms",
-            path.display(),
-            start.elapsed().as_secs_f64() * 1e3
-        );
-    }
 }

@@ -44,13 +44,12 @@ pub fn measure(root: &Path) -> Result<Usage> {
     usage.inodes = 1;
     while let Some(dir) = stack.pop() {
         let mut dirent_bytes = 24; // "." and ".."
-        let entries = std::fs::read_dir(&dir)
-            .map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io("listing", &dir, e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+            let entry = entry.map_err(|e| Error::io("listing", &dir, e))?;
             let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let meta =
+                std::fs::symlink_metadata(&path).map_err(|e| Error::io("reading", &path, e))?;
             let name_len = entry.file_name().len() as u64;
             // An ext4 dirent: 8 bytes of header, then the name padded to 4 bytes.
             dirent_bytes += 8 + name_len.div_ceil(4) * 4;

@@ -1,67 +1,102 @@
 //! The `kvm` engine: `boxlite-vmm`, our own VMM (crate `vmm`), on hardware KVM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Engine, VmSpec, kernel_cmdline};
-use crate::error::Result;
+use super::{Device, Engine, Host, ResolvedEngine, VmSpec};
+use crate::error::{Artefact, Error, Result};
+use crate::host;
+use crate::options::{EngineKind, RuntimeOptions};
+
+/// The program's name.
+const PROGRAM: &str = "boxlite-vmm";
 
 /// Where the agent finds its channel: `boxlite-vmm`'s virtio-console. Unlike QEMU's, it
 /// never drops output the host has not taken, so the console port is safe here.
 const AGENT_PORT: &str = "/dev/hvc0";
 
 /// `boxlite-vmm` as an engine.
-#[derive(Debug, Clone)]
-pub struct Kvm {
-    program: PathBuf,
-}
-
-impl Kvm {
-    /// `boxlite-vmm` at `program`.
-    pub fn new(program: PathBuf) -> Kvm {
-        Kvm { program }
-    }
-
-    /// The arguments that boot `spec`.
-    pub fn args(&self, spec: &VmSpec) -> Vec<String> {
-        let path = |p: &PathBuf| p.display().to_string();
-        let mut args = vec![
-            "--kernel".to_string(),
-            path(&spec.kernel),
-            "--initramfs".into(),
-            path(&spec.initramfs),
-            "--cpus".into(),
-            spec.cpus.to_string(),
-            "--memory".into(),
-            spec.memory_mib.to_string(),
-            "--disk".into(),
-            format!("{},ro", path(&spec.base_disk)),
-            "--disk".into(),
-            path(&spec.box_disk),
-            "--console-socket".into(),
-            path(&spec.agent_socket),
-            "--serial-log".into(),
-            path(&spec.console_log),
-            // `k`: boxlite-vmm ends the VM cleanly on the keyboard controller's reset.
-            "--cmdline".into(),
-            kernel_cmdline(spec, AGENT_PORT, 'k'),
-        ];
-        if std::env::var_os(super::FORCE_KVM_ENV).is_some_and(|v| v == "1") {
-            args.push("--force-kvm".into());
-        }
-        args
-    }
-}
+pub struct Kvm;
 
 impl Engine for Kvm {
-    fn describe(&self) -> String {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Kvm
+    }
+
+    fn name(&self) -> &'static str {
+        "kvm"
+    }
+
+    fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf> {
+        options
+            .vmm
+            .clone()
+            .or_else(|| host::beside_current_exe(PROGRAM))
+            .or_else(|| host::find_program(PROGRAM))
+    }
+
+    fn check(&self, host: &Host, program: Option<&Path>, auto: bool) -> Result<()> {
+        if program.is_none() {
+            return Err(Error::Missing {
+                what: Artefact::Program(format!("{PROGRAM} (the kvm engine)")),
+                hint: "install it beside the program that uses boxlite or in PATH".into(),
+            });
+        }
+        if host.kvm.is_hardware() || (host.force_kvm && !auto) {
+            return Ok(());
+        }
+        Err(Error::EngineUnavailable {
+            engine: self.name().into(),
+            reason: host.kvm.describe(),
+        })
+    }
+
+    fn describe(&self, _: &ResolvedEngine) -> String {
         "kvm (boxlite-vmm)".into()
     }
 
-    fn command(&self, spec: &VmSpec) -> Result<Command> {
-        let mut command = Command::new(&self.program);
-        command.args(self.args(spec));
-        Ok(command)
+    fn detail(&self, host: &Host, program: Option<&Path>) -> String {
+        match program {
+            Some(path) => format!("{}: {}", path.display(), host.kvm.describe()),
+            None => format!("{PROGRAM} not found; {}", host.kvm.describe()),
+        }
+    }
+
+    fn command(&self, engine: &ResolvedEngine, spec: &VmSpec) -> Command {
+        let mut command = Command::new(&engine.program);
+        command
+            .arg("--kernel")
+            .arg(&spec.kernel)
+            .arg("--initramfs")
+            .arg(&spec.initramfs)
+            .args(["--cpus", &spec.cpus.to_string()])
+            .args(["--memory", &spec.memory_mib.to_string()]);
+        for device in &spec.devices {
+            match device {
+                Device::Disk { path, read_only } => {
+                    // boxlite-vmm splits a trailing `,ro` off; any other comma is the path's.
+                    let mut value = path.as_os_str().to_os_string();
+                    if *read_only {
+                        value.push(",ro");
+                    }
+                    command.arg("--disk").arg(value);
+                }
+                Device::Console { log } => {
+                    command.arg("--serial-log").arg(log);
+                }
+                Device::Agent { socket } => {
+                    command.arg("--console-socket").arg(socket);
+                }
+            }
+        }
+        // `k`: boxlite-vmm ends the VM cleanly on the keyboard controller's reset.
+        command
+            .arg("--cmdline")
+            .arg(spec.kernel_cmdline(AGENT_PORT, 'k'));
+        if engine.forced {
+            command.arg("--force-kvm");
+        }
+        command
     }
 }
 
@@ -71,26 +106,27 @@ mod tests {
 
     #[test]
     fn args_attach_disks_console_and_serial() {
-        let spec = VmSpec {
-            kernel: "/k/vmlinux".into(),
-            initramfs: "/k/initramfs".into(),
-            cpus: 2,
-            memory_mib: 256,
-            base_disk: "/d/base.ext4".into(),
-            box_disk: "/b/disk.ext4".into(),
-            console_log: "/b/console.log".into(),
-            vm_log: "/b/vm.log".into(),
-            agent_socket: "/b/agent.sock".into(),
-            hostname: "web-1".into(),
+        let engine = ResolvedEngine {
+            kind: EngineKind::Kvm,
+            program: "boxlite-vmm".into(),
+            hardware_kvm: true,
+            forced: false,
         };
-        let args = Kvm::new("boxlite-vmm".into()).args(&spec).join(" ");
+        let command = Kvm.command(&engine, &VmSpec::example());
+        let args: Vec<String> = command
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let args = args.join(" ");
         assert!(
-            args.contains("--disk /d/base.ext4,ro --disk /b/disk.ext4"),
+            args.contains("--disk /d/base,1.ext4,ro --disk /b/disk.ext4"),
             "{args}"
         );
         assert!(args.contains("--console-socket /b/agent.sock"), "{args}");
+        assert!(args.contains("--serial-log /b/console.log"), "{args}");
         assert!(args.contains("--cpus 2 --memory 256"), "{args}");
         assert!(args.contains("reboot=k"), "{args}");
         assert!(args.contains("boxlite.port=/dev/hvc0"), "{args}");
+        assert!(!args.contains("--force-kvm"), "{args}");
     }
 }

@@ -1,161 +1,268 @@
 //! Engines: the virtual machine monitors that run a box, each an external process the
 //! supervisor owns.
 //!
-//! Both engines boot the same kernel and initramfs with the same disks (`/dev/vda` the
-//! image's read-only base disk, `/dev/vdb` the box's writable disk), the kernel console on the
-//! first serial port (appended to the box's console log) and the agent channel on a Unix socket
-//! the engine serves and the supervisor connects to. Everything above the engine is identical.
+//! Every engine boots the same kernel and initramfs with the same devices ([`VmSpec`]), so
+//! everything above the engine is identical. An engine is one file here: how to find its
+//! program, whether it can run on this host and why not, how it describes itself, and how a
+//! [`VmSpec`] becomes its command line. The runtime resolves the box's [`EngineKind`] to one
+//! [`ResolvedEngine`] (plain data) and hands that to the supervisor.
+//!
+//! Adding an engine: a file with a unit struct implementing [`Engine`], a line in
+//! [`ENGINES`], and its variant of [`EngineKind`]. Adding a device kind: a variant of
+//! [`Device`] and one arm in each engine's `command`.
 
 mod kvm;
 mod qemu;
+mod spec;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+
+pub use spec::{Device, VmSpec};
 
 use crate::error::{Error, Result};
 use crate::host::KvmSupport;
-use crate::options::EngineKind;
+use crate::options::{EngineKind, RuntimeOptions};
 
-pub use kvm::Kvm;
-pub use qemu::Qemu;
+/// Every engine of this build, in the order `auto` prefers them.
+static ENGINES: &[&dyn Engine] = &[&kvm::Kvm, &qemu::Qemu];
 
-/// Everything an engine needs to boot one box.
-#[derive(Debug, Clone)]
-pub struct VmSpec {
-    /// The guest kernel: a PVH `vmlinux` or a `bzImage`.
-    pub kernel: PathBuf,
-    /// The agent initramfs.
-    pub initramfs: PathBuf,
-    /// vCPUs.
-    pub cpus: u32,
-    /// Guest memory in MiB.
-    pub memory_mib: u32,
-    /// The image's base disk, attached read-only as `/dev/vda`.
-    pub base_disk: PathBuf,
-    /// The box's writable disk, attached read-write as `/dev/vdb`.
-    pub box_disk: PathBuf,
-    /// Where the guest's serial console is appended.
-    pub console_log: PathBuf,
-    /// Where the VM process's own messages (stderr) go.
-    pub vm_log: PathBuf,
-    /// The agent channel: the engine listens here, the supervisor connects.
-    pub agent_socket: PathBuf,
-    /// The guest's hostname.
-    pub hostname: String,
-}
+/// One virtual machine monitor.
+pub trait Engine: Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
 
-/// An engine that can run a box on this host.
-pub trait Engine: Send + Sync {
-    /// A short description for `info` and `inspect`, e.g. `qemu (tcg)`.
-    fn describe(&self) -> String;
+    /// Its name, as `--engine` takes it.
+    fn name(&self) -> &'static str;
+
+    /// Its program, where the options name it or where it is found.
+    fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf>;
+
+    /// Whether it can run here with `program` (`None`: not found); the error says why not.
+    /// `auto` is true when the caller left the choice to the runtime: an engine that would
+    /// only run because it was insisted on (`force_kvm`) then declines.
+    fn check(&self, host: &Host, program: Option<&Path>, auto: bool) -> Result<()>;
+
+    /// A short description of a resolved engine for `info` and `inspect`, e.g. `qemu (tcg)`.
+    fn describe(&self, engine: &ResolvedEngine) -> String;
+
+    /// What `info` says of it here: its program and what it will run with, or why not.
+    fn detail(&self, host: &Host, program: Option<&Path>) -> String;
 
     /// The command that boots `spec` and exits when the guest powers off.
-    fn command(&self, spec: &VmSpec) -> Result<Command>;
+    fn command(&self, engine: &ResolvedEngine, spec: &VmSpec) -> Command;
 }
 
-/// The kernel command line every engine passes: `port` is how the agent finds its channel,
-/// `reboot` how the guest resets (`t`: triple fault, `k`: the keyboard controller).
-pub fn kernel_cmdline(spec: &VmSpec, port: &str, reboot: char) -> String {
-    // With no ACPI the guest can only end the VM by resetting, which each engine turns into a
-    // clean exit; `panic=-1` turns a kernel panic into that too.
-    format!(
-        "console=ttyS0 quiet reboot={reboot} panic=-1 boxlite.root=/dev/vda \
-         boxlite.data=/dev/vdb boxlite.hostname={} boxlite.port={port}",
-        spec.hostname
-    )
+/// What the engines need to know of the host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// What /dev/kvm is.
+    pub kvm: KvmSupport,
+    /// Whether the caller lets the kvm engine run without hardware KVM.
+    pub force_kvm: bool,
 }
 
-/// The environment variable that lets `--engine kvm` run where KVM is not hardware KVM
-/// (`kvm_pvm`), for experiments: Linux guests die there.
-pub const FORCE_KVM_ENV: &str = "BOXLITE_FORCE_KVM";
+/// An engine chosen for a box on this host, with its program: what the supervisor runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedEngine {
+    /// Which engine.
+    pub kind: EngineKind,
+    /// Its program.
+    #[serde(with = "crate::pathbytes")]
+    pub program: PathBuf,
+    /// Whether hardware KVM accelerates it.
+    pub hardware_kvm: bool,
+    /// Whether it runs without hardware KVM only because the caller insisted.
+    pub forced: bool,
+}
 
-/// The programs the engines run, where found.
+impl ResolvedEngine {
+    /// The engine's implementation.
+    fn engine(&self) -> &'static dyn Engine {
+        by_kind(self.kind).unwrap_or(ENGINES[ENGINES.len() - 1])
+    }
+
+    /// A short description, e.g. `qemu (tcg)`.
+    pub fn describe(&self) -> String {
+        self.engine().describe(self)
+    }
+
+    /// The command that boots `spec`.
+    pub fn command(&self, spec: &VmSpec) -> Command {
+        self.engine().command(self, spec)
+    }
+}
+
+/// Each engine's program, where found.
 #[derive(Debug, Clone, Default)]
-pub struct Programs {
-    /// `qemu-system-x86_64`.
-    pub qemu: Option<PathBuf>,
-    /// `boxlite-vmm`, our own VMM.
-    pub vmm: Option<PathBuf>,
-}
+pub struct Programs(Vec<(EngineKind, PathBuf)>);
 
-/// Which engine `kind` means on a host with `kvm` and `programs`, or why none can run.
-pub fn resolve(kind: EngineKind, kvm: &KvmSupport, programs: &Programs) -> Result<EngineKind> {
-    let forced = std::env::var_os(FORCE_KVM_ENV).is_some_and(|v| v == "1");
-    match kind {
-        EngineKind::Auto if kvm.is_hardware() && programs.vmm.is_some() => Ok(EngineKind::Kvm),
-        EngineKind::Auto | EngineKind::Qemu if programs.qemu.is_none() => Err(Error::Missing {
-            what: "qemu-system-x86_64".into(),
-            hint: "install it (apt-get install qemu-system-x86) or set BOXLITE_QEMU".into(),
-        }),
-        EngineKind::Auto | EngineKind::Qemu => Ok(EngineKind::Qemu),
-        EngineKind::Kvm if programs.vmm.is_none() => Err(Error::Missing {
-            what: "boxlite-vmm (the kvm engine)".into(),
-            hint: "install it beside the program that uses boxlite or in PATH, set \
-                   BOXLITE_VMM, or use --engine qemu"
-                .into(),
-        }),
-        EngineKind::Kvm if kvm.is_hardware() || forced => Ok(EngineKind::Kvm),
-        EngineKind::Kvm => Err(Error::Host(format!(
-            "the kvm engine cannot run here: {}; use --engine qemu (or set {FORCE_KVM_ENV}=1 \
-             to try anyway)",
-            kvm.describe()
-        ))),
+impl Programs {
+    /// Finds every engine's program as `options` say.
+    pub fn locate(options: &RuntimeOptions) -> Programs {
+        Programs(
+            ENGINES
+                .iter()
+                .filter_map(|e| e.locate(options).map(|p| (e.kind(), p)))
+                .collect(),
+        )
+    }
+
+    /// The program of engine `kind`.
+    pub fn get(&self, kind: EngineKind) -> Option<&Path> {
+        self.0
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, p)| p.as_path())
+    }
+
+    /// Records `program` as engine `kind`'s (for tests and callers that know better).
+    pub fn with(mut self, kind: EngineKind, program: impl Into<PathBuf>) -> Programs {
+        self.0.retain(|(k, _)| *k != kind);
+        self.0.push((kind, program.into()));
+        self
     }
 }
 
-/// The engine for `kind` on a host with `kvm` and `programs`.
-pub fn select(kind: EngineKind, kvm: &KvmSupport, programs: &Programs) -> Result<Box<dyn Engine>> {
-    let resolved = resolve(kind, kvm, programs)?;
-    match (resolved, &programs.vmm, &programs.qemu) {
-        (EngineKind::Kvm, Some(vmm), _) => Ok(Box::new(Kvm::new(vmm.clone()))),
-        (_, _, Some(qemu)) => Ok(Box::new(Qemu::new(qemu.clone(), kvm.is_hardware()))),
-        _ => Err(Error::Host(format!("no program for the {resolved} engine"))),
+/// The engine of this build called `kind`.
+fn by_kind(kind: EngineKind) -> Option<&'static dyn Engine> {
+    ENGINES.iter().copied().find(|e| e.kind() == kind)
+}
+
+/// The engine whose name is `name`.
+pub fn by_name(name: &str) -> Option<EngineKind> {
+    ENGINES.iter().find(|e| e.name() == name).map(|e| e.kind())
+}
+
+/// The engine names of this build, for messages.
+pub fn names() -> Vec<&'static str> {
+    ENGINES.iter().map(|e| e.name()).collect()
+}
+
+/// The name of engine `kind`.
+pub fn name(kind: EngineKind) -> &'static str {
+    by_kind(kind).map_or("auto", |e| e.name())
+}
+
+/// Which engine `kind` means on `host` with `programs`, or why none can run: `auto` is the
+/// first engine of [`ENGINES`] that can run (the last one's refusal if none can).
+pub fn resolve(kind: EngineKind, host: &Host, programs: &Programs) -> Result<ResolvedEngine> {
+    let auto = kind == EngineKind::Auto;
+    let candidates: Vec<&dyn Engine> = match by_kind(kind) {
+        Some(engine) => vec![engine],
+        None => ENGINES.to_vec(),
+    };
+    let mut refusal = Error::InvalidInput(format!("no engine called {kind}"));
+    for engine in candidates {
+        let program = programs.get(engine.kind());
+        match (engine.check(host, program, auto), program) {
+            (Ok(()), Some(program)) => {
+                return Ok(ResolvedEngine {
+                    kind: engine.kind(),
+                    program: program.to_path_buf(),
+                    hardware_kvm: host.kvm.is_hardware(),
+                    forced: !host.kvm.is_hardware() && host.force_kvm,
+                });
+            }
+            (Ok(()), None) => {}
+            (Err(e), _) => refusal = e,
+        }
     }
+    Err(refusal)
+}
+
+/// What `info` reports of one engine.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    /// Its name.
+    pub name: &'static str,
+    /// Whether it can run boxes here.
+    pub available: bool,
+    /// Its program and what it runs with, or why it cannot run.
+    pub detail: String,
+}
+
+/// Every engine's availability here, in [`ENGINES`] order.
+pub fn assess(host: &Host, programs: &Programs) -> Vec<Assessment> {
+    ENGINES
+        .iter()
+        .map(|e| {
+            let program = programs.get(e.kind());
+            Assessment {
+                name: e.name(),
+                available: program.is_some() && e.check(host, program, true).is_ok(),
+                detail: e.detail(host, program),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn host(kvm: KvmSupport) -> Host {
+        Host {
+            kvm,
+            force_kvm: false,
+        }
+    }
+
     #[test]
     fn auto_picks_kvm_only_on_hardware_kvm_with_the_vmm() {
-        let both = Programs {
-            qemu: Some("/q".into()),
-            vmm: Some("/v".into()),
+        let both = Programs::default()
+            .with(EngineKind::Qemu, "/q")
+            .with(EngineKind::Kvm, "/v");
+        let qemu_only = Programs::default().with(EngineKind::Qemu, "/q");
+        let hw = host(KvmSupport::Hardware);
+        let pvm = host(KvmSupport::Paravirtual);
+        let kind = |k, h, p| resolve(k, h, p).unwrap().kind;
+        assert_eq!(kind(EngineKind::Auto, &hw, &both), EngineKind::Kvm);
+        assert_eq!(kind(EngineKind::Auto, &hw, &qemu_only), EngineKind::Qemu);
+        assert_eq!(kind(EngineKind::Auto, &pvm, &both), EngineKind::Qemu);
+        assert_eq!(kind(EngineKind::Qemu, &hw, &both), EngineKind::Qemu);
+        let err = resolve(EngineKind::Kvm, &pvm, &both).unwrap_err();
+        assert!(
+            matches!(&err, Error::EngineUnavailable { engine, .. } if engine == "kvm"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("kvm_pvm"), "{err}");
+        let forced = Host {
+            kvm: KvmSupport::Paravirtual,
+            force_kvm: true,
         };
-        let qemu_only = Programs {
-            qemu: Some("/q".into()),
-            vmm: None,
-        };
-        let hw = KvmSupport::Hardware;
-        let pvm = KvmSupport::Paravirtual;
-        assert_eq!(
-            resolve(EngineKind::Auto, &hw, &both).unwrap(),
-            EngineKind::Kvm
-        );
-        assert_eq!(
-            resolve(EngineKind::Auto, &hw, &qemu_only).unwrap(),
-            EngineKind::Qemu
-        );
-        assert_eq!(
-            resolve(EngineKind::Auto, &pvm, &both).unwrap(),
-            EngineKind::Qemu
-        );
-        assert_eq!(
-            resolve(EngineKind::Qemu, &hw, &both).unwrap(),
-            EngineKind::Qemu
-        );
-        if std::env::var_os(FORCE_KVM_ENV).is_none() {
-            let err = resolve(EngineKind::Kvm, &pvm, &both)
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("--engine qemu"), "{err}");
-        }
+        let engine = resolve(EngineKind::Kvm, &forced, &both).unwrap();
+        assert!(engine.forced && engine.kind == EngineKind::Kvm);
+        // Forcing is for an explicit choice: auto still takes QEMU.
+        assert_eq!(kind(EngineKind::Auto, &forced, &both), EngineKind::Qemu);
         let err = resolve(EngineKind::Kvm, &hw, &qemu_only)
             .unwrap_err()
             .to_string();
         assert!(err.contains("boxlite-vmm"), "{err}");
         let none = Programs::default();
-        assert!(resolve(EngineKind::Auto, &pvm, &none).is_err());
+        let err = resolve(EngineKind::Auto, &pvm, &none).unwrap_err();
+        assert!(matches!(err, Error::Missing { .. }), "{err}");
+    }
+
+    #[test]
+    fn every_engine_is_listed_for_info_and_described() {
+        let programs = Programs::default().with(EngineKind::Qemu, "/q");
+        let info = assess(&host(KvmSupport::Paravirtual), &programs);
+        let names: Vec<_> = info.iter().map(|a| a.name).collect();
+        assert_eq!(names, names_in_order());
+        assert!(info.iter().any(|a| a.name == "qemu" && a.available));
+        assert!(info.iter().any(|a| a.name == "kvm" && !a.available));
+        let tcg = resolve(EngineKind::Auto, &host(KvmSupport::Paravirtual), &programs).unwrap();
+        assert_eq!(tcg.describe(), "qemu (tcg)");
+        let hw = resolve(EngineKind::Qemu, &host(KvmSupport::Hardware), &programs).unwrap();
+        assert_eq!(hw.describe(), "qemu (kvm)");
+        assert_eq!(by_name("kvm"), Some(EngineKind::Kvm));
+        assert_eq!(by_name("warp"), None);
+    }
+
+    fn names_in_order() -> Vec<&'static str> {
+        names()
     }
 }

@@ -40,6 +40,7 @@ impl StateDb {
         .map_err(|e| self.err(e))
     }
 
+    #[cfg(test)]
     /// Every recorded base disk, oldest first.
     pub fn list_base_disks(&self) -> Result<Vec<BaseDiskRecord>> {
         let conn = self.conn();

@@ -7,6 +7,7 @@
 
 mod boxes;
 mod disks;
+mod lifecycle;
 mod record;
 mod schema;
 #[cfg(test)]
@@ -18,8 +19,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use crate::error::{Error, Result};
+use crate::error::{DbError, Error, Result};
 
+pub use lifecycle::Ending;
 pub use record::{BaseDiskRecord, BoxRecord, BoxState};
 
 /// How long a statement waits for another process's write lock before failing: supervisors
@@ -39,15 +41,14 @@ impl StateDb {
     /// brings its schema up to date; refuses a schema newer than this build knows.
     pub fn open(path: &Path) -> Result<StateDb> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+            std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let wrap = |source| Error::State {
             path: path.to_path_buf(),
-            source,
+            source: DbError(source),
         };
         let mut conn = Connection::open_with_flags(path, flags).map_err(wrap)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
@@ -69,6 +70,7 @@ impl StateDb {
         })
     }
 
+    #[cfg(test)]
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -84,7 +86,7 @@ impl StateDb {
     fn err(&self, source: rusqlite::Error) -> Error {
         Error::State {
             path: self.path.clone(),
-            source,
+            source: DbError(source),
         }
     }
 }

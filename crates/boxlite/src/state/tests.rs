@@ -266,8 +266,8 @@ fn an_error_in_update_rolls_back() {
             r.state = BoxState::Crashed;
             Err(Error::InvalidState {
                 name: r.name.clone(),
-                state: "x".into(),
-                hint: "y".into(),
+                state: BoxState::Running,
+                needs: crate::error::Needs::NotRunning,
             })
         })
         .unwrap_err();

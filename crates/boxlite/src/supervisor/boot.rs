@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use crate::engine::{Engine, VmSpec};
+use crate::engine::{Device, VmSpec};
 use crate::error::{Error, Result};
 
 /// The most console output an error message quotes.
@@ -20,12 +20,11 @@ pub const CONSOLE_TAIL_BYTES: u64 = 4096;
 /// The capability an agent announces when it could not build the box's root.
 const ROOT_FAILED: &str = "root-failed";
 
-/// Starts the engine's process for `spec`; it dies with this process.
-pub fn spawn(engine: &dyn Engine, spec: &VmSpec) -> Result<Child> {
-    let std_command = engine.command(spec)?;
-    let program = std_command.get_program().to_string_lossy().into_owned();
-    let vm_log = std::fs::File::create(&spec.vm_log)
-        .map_err(|e| Error::io(format!("creating {}", spec.vm_log.display()), e))?;
+/// Starts the engine's `std_command` for `spec`; it dies with this process.
+pub fn spawn(std_command: std::process::Command, spec: &VmSpec) -> Result<Child> {
+    let program = std::path::PathBuf::from(std_command.get_program());
+    let vm_log =
+        std::fs::File::create(&spec.vm_log).map_err(|e| Error::io("creating", &spec.vm_log, e))?;
     let mut command = Command::from(std_command);
     command
         .stdin(Stdio::null())
@@ -46,7 +45,7 @@ pub fn spawn(engine: &dyn Engine, spec: &VmSpec) -> Result<Child> {
     }
     command
         .spawn()
-        .map_err(|e| Error::io(format!("starting the VM ({program})"), e))
+        .map_err(|e| Error::io("starting the VM", &program, e))
 }
 
 /// Waits for the agent's hello on the engine's socket, while watching that the VM lives and
@@ -57,9 +56,10 @@ pub async fn connect(
     timeout: Duration,
     console_start: u64,
 ) -> Result<(Client, Hello)> {
+    let socket = agent_socket(spec)?;
     let boot = async {
         let stream = loop {
-            match UnixStream::connect(&spec.agent_socket).await {
+            match UnixStream::connect(&socket).await {
                 Ok(stream) => break stream,
                 Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
             }
@@ -79,8 +79,8 @@ pub async fn connect(
             console_start,
         )),
         () = tokio::time::sleep(timeout) => Err(boot_error(
-            format!("the guest did not answer within {timeout:?} (set {} to wait longer, \
-                in seconds)", super::BOOT_TIMEOUT_ENV),
+            format!("the guest did not answer within {timeout:?} (a longer boot timeout \
+                waits longer)"),
             spec,
             console_start,
         )),
@@ -110,8 +110,27 @@ fn boot_error(message: String, spec: &VmSpec, console_start: u64) -> Error {
     };
     Error::Boot {
         message,
-        console: console_tail(&spec.console_log, console_start),
+        console: console_log(spec).map_or_else(String::new, |log| console_tail(log, console_start)),
     }
+}
+
+/// The spec's agent socket.
+fn agent_socket(spec: &VmSpec) -> Result<&Path> {
+    spec.devices
+        .iter()
+        .find_map(|d| match d {
+            Device::Agent { socket } => Some(socket.as_path()),
+            _ => None,
+        })
+        .ok_or_else(|| Error::InvalidInput("a box's VM needs an agent channel".into()))
+}
+
+/// The spec's console log, if it has a console.
+fn console_log(spec: &VmSpec) -> Option<&Path> {
+    spec.devices.iter().find_map(|d| match d {
+        Device::Console { log } => Some(log.as_path()),
+        _ => None,
+    })
 }
 
 /// The last [`CONSOLE_TAIL_BYTES`] of `path` written after byte `start`.

@@ -64,8 +64,7 @@ impl Fixture {
         tools_image().write_layout(&layout, "latest").unwrap();
         fixture
             .runtime()
-            .store()
-            .import(&layout, Some(IMAGE), false)
+            .import_image(&layout, Some(IMAGE))
             .unwrap();
         Some(fixture)
     }
@@ -90,10 +89,16 @@ impl Drop for Fixture {
     /// Kills what a failed test left running: supervisors are detached on purpose, so
     /// nothing else would.
     fn drop(&mut self) {
-        let Ok(db) = boxlite::state::StateDb::open(&self.home().join("state.db")) else {
-            return;
-        };
-        for record in db.list_boxes().unwrap_or_default() {
+        // On a thread of its own: a test's async runtime may be the one dropping this.
+        let options = self.options();
+        let boxes = std::thread::spawn(move || {
+            boxlite::blocking::Runtime::open(options)
+                .and_then(|rt| rt.list())
+                .unwrap_or_default()
+        })
+        .join()
+        .unwrap_or_default();
+        for record in boxes {
             if let Some(pid) = record.supervisor_pid {
                 // SAFETY: kill(2) on a pid this test's boxes recorded; at worst it names a
                 // process that is already gone.
@@ -110,6 +115,8 @@ pub fn options_for(home: &Path, kernel: &Path, initramfs: &Path) -> RuntimeOptio
     let mut options = RuntimeOptions::new(home);
     options.kernel = Some(kernel.to_path_buf());
     options.initramfs = Some(initramfs.to_path_buf());
+    // Inside nested-kvm's L1, where the test finds our VMM.
+    options.vmm = std::env::var_os("BOXLITE_VMM").map(PathBuf::from);
     options.supervisor = Some(SupervisorCommand {
         program: env!("CARGO_BIN_EXE_boxlite-supervisor").into(),
         args: Vec::new(),

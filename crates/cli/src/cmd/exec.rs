@@ -48,7 +48,7 @@ pub async fn exec(global: &Global, args: ExecArgs) -> Result<u8> {
     let mut command = BoxCommand::from_argv(args.command);
     command.env = parse_env(&args.env)?;
     if let Some(dir) = &args.workdir {
-        boxlite::options::validate_working_dir(dir)?;
+        boxlite::validate_working_dir(dir)?;
     }
     command.working_dir = args.workdir;
     command.user = args.user;

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Result;
-use boxlite::{DEFAULT_STOP_GRACE, LiteBox, Runtime};
+use boxlite::{DEFAULT_STOP_GRACE, LiteBox, RemoveMode, Runtime};
 
 use super::open_runtime;
 use crate::{EXIT_BOXLITE, Global};
@@ -69,11 +69,15 @@ pub async fn restart(global: &Global, args: StartArgs) -> Result<u8> {
 /// Removes each box.
 pub async fn rm(global: &Global, args: RmArgs) -> Result<u8> {
     let runtime = open_runtime(global)?;
-    let force = args.force;
+    let mode = if args.force {
+        RemoveMode::Kill
+    } else {
+        RemoveMode::IfStopped
+    };
     each(
         &runtime,
         &args.boxes,
-        |b| async move { b.remove(force).await },
+        |b| async move { b.remove(mode).await },
     )
     .await
 }

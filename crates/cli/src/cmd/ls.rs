@@ -4,8 +4,6 @@ use std::io::Write;
 
 use anyhow::{Context, Result};
 use boxlite::BoxInfo;
-use boxlite::layout::Layout;
-use boxlite::state::now_ms;
 
 use super::open_runtime;
 use crate::Global;
@@ -47,7 +45,9 @@ pub async fn ls(global: &Global, args: LsArgs) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&boxes)?);
         return Ok(0);
     }
-    let now = now_ms();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let rows: Vec<[String; 6]> = boxes
         .iter()
         .map(|b| {
@@ -86,9 +86,7 @@ pub async fn inspect(global: &Global, args: BoxArg) -> Result<u8> {
 pub async fn logs(global: &Global, args: BoxArg) -> Result<u8> {
     let runtime = open_runtime(global)?;
     let litebox = runtime.get(&args.key).await?;
-    let path = Layout::new(runtime.home())
-        .box_dir(litebox.id())
-        .console_log();
+    let path = litebox.console_log();
     let mut file = match std::fs::File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

@@ -18,22 +18,37 @@ use crate::Global;
 /// The hidden subcommand this binary serves boxes' supervisors with.
 const SUPERVISE: &str = crate::SUPERVISE;
 
-/// Opens the runtime in the chosen home, with this binary as every box's supervisor.
-pub fn open_runtime(global: &Global) -> Result<Runtime> {
-    let home = crate::home::resolve(global.home.clone());
-    let mut options = RuntimeOptions::new(&home);
-    // An empty variable (BOXLITE_KERNEL=) means "not set", as the runtime reads it too.
-    options.kernel = global.kernel.clone().filter(|p| !p.as_os_str().is_empty());
-    options.initramfs = global
+/// The runtime options: the environment's (`BOXLITE_*`), then the flags over them, with this
+/// binary as every box's supervisor.
+pub fn runtime_options(global: &Global) -> Result<RuntimeOptions> {
+    let mut options = RuntimeOptions::from_env();
+    if let Some(home) = &global.home {
+        options.home = home.clone();
+    }
+    // An empty flag (--kernel '') means "not set", as an empty variable does.
+    if let Some(kernel) = global.kernel.clone().filter(|p| !p.as_os_str().is_empty()) {
+        options.kernel = Some(kernel);
+    }
+    if let Some(initramfs) = global
         .initramfs
         .clone()
-        .filter(|p| !p.as_os_str().is_empty());
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        options.initramfs = Some(initramfs);
+    }
     let exe = std::env::current_exe().context("finding this program to run supervisors")?;
     options.supervisor = Some(SupervisorCommand {
         program: exe,
         args: vec![SUPERVISE.into()],
     });
     options.progress = std::io::stderr().is_terminal();
+    Ok(options)
+}
+
+/// Opens the runtime in the chosen home.
+pub fn open_runtime(global: &Global) -> Result<Runtime> {
+    let options = runtime_options(global)?;
+    let home = options.home.clone();
     Runtime::open(options).with_context(|| format!("opening state directory {}", home.display()))
 }
 
@@ -43,7 +58,7 @@ pub fn parse_env(settings: &[String]) -> Result<Vec<(String, String)>> {
         .iter()
         .map(|s| match s.split_once('=') {
             Some((name, value)) => {
-                boxlite::options::validate_env_name(name)?;
+                boxlite::validate_env_name(name)?;
                 Ok((name.to_string(), value.to_string()))
             }
             None => bail!("-e {s:?}: expected NAME=VALUE"),

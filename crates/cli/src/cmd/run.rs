@@ -1,8 +1,10 @@
 //! `boxlite run` and `boxlite create`: a box from an image, with a command.
 
 use anyhow::{Context, Result, bail};
-use boxlite::options::{DEFAULT_CPUS, DEFAULT_MEMORY_MIB};
-use boxlite::{BoxCommand, BoxOptions, EngineKind, LiteBox, Runtime};
+use boxlite::{
+    BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, RemoveMode,
+    Runtime,
+};
 use tokio::sync::mpsc;
 
 use super::{command_failure, exit_code, open_runtime, parse_env};
@@ -39,8 +41,8 @@ pub struct BoxFlags {
 }
 
 impl BoxFlags {
-    /// The box options these flags ask for, checked against their limits and the host's
-    /// memory before anything is made.
+    /// The box options these flags ask for, checked against their limits before anything is
+    /// made (the runtime checks the host's memory).
     fn options(&self, image: &str) -> Result<BoxOptions> {
         let mut options = BoxOptions::new(image);
         options.name = self.name.clone();
@@ -56,7 +58,6 @@ impl BoxFlags {
         }
         options.engine = self.engine.parse::<EngineKind>()?;
         options.validate()?;
-        boxlite::host::check_memory(options.memory_mib)?;
         Ok(options)
     }
 }
@@ -139,7 +140,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
         let litebox = runtime.create(options).await?;
         if let Err(e) = litebox.start().await {
             if args.rm {
-                let _ = litebox.remove(true).await;
+                let _ = litebox.remove(RemoveMode::Kill).await;
             }
             return Err(e.into());
         }
@@ -178,7 +179,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
 
 /// The argv `run IMAGE ARGS` runs, as docker composes it from the image's config.
 fn run_argv(runtime: &Runtime, image: &str, args: &[String]) -> Result<Vec<String>> {
-    let image = runtime.store().get(image)?;
+    let image = runtime.image(image)?;
     Ok(boxlite::run_argv(args, &image.config.config))
 }
 
@@ -226,7 +227,7 @@ pub async fn run_command(
 /// Removes the box unless it is gone already (an auto-remove box removes itself as it
 /// stops); a failure is reported, not fatal: the command's status matters more.
 async fn remove_quietly(runtime: &Runtime, litebox: &LiteBox) {
-    match runtime.remove(litebox.id(), true).await {
+    match runtime.remove(litebox.id(), RemoveMode::Kill).await {
         Ok(()) | Err(boxlite::Error::NoSuchBox(_)) => {}
         Err(e) => eprintln!(
             "boxlite: warning: removing box {}: {}",
