@@ -62,7 +62,7 @@ pub enum Error {
         needs: Needs,
     },
     /// A box or command option is out of range or malformed.
-    #[error("{option} {value}: {reason}")]
+    #[error("{} {value}: {reason}", label(option))]
     InvalidOption {
         /// The option, as [`crate::BoxOptions`] names it (`cpus`, `memory_mib`, …).
         option: &'static str,
@@ -256,6 +256,18 @@ impl fmt::Display for DbError {
 }
 
 impl std::error::Error for DbError {}
+
+/// An option's name in words, for the library's own messages.
+fn label(option: &str) -> &str {
+    match option {
+        "memory_mib" => "memory",
+        "disk_size_mib" => "disk size",
+        "working_dir" => "working directory",
+        "env" => "environment variable name",
+        "name" => "box name",
+        other => other,
+    }
+}
 
 fn console_section(console: &str) -> String {
     if console.trim().is_empty() {

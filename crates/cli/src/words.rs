@@ -54,7 +54,7 @@ fn flag(option: &str) -> &str {
         "cpus" => "--cpus",
         "memory_mib" => "--memory",
         "disk_size_mib" => "disk size",
-        "name" => "--name",
+        "name" => "box name",
         "env" => "-e",
         "working_dir" => "--workdir",
         "user" => "--user",
