@@ -131,7 +131,7 @@ impl LiteBox {
     }
 
     /// See [`crate::LiteBox::copy_out`].
-    pub fn copy_out(&self, src: &str, dest: &Path) -> Result<()> {
+    pub fn copy_out(&self, src: &str, dest: &Path) -> Result<crate::copy::CopyOutReport> {
         self.tokio.block_on(self.inner.copy_out(src, dest))
     }
 
