@@ -10,7 +10,7 @@ use crate::sh;
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
 pub const TARGETS: [&str; 6] = [
     "extract_layer",
-    "copy_out_tar",
+    "untar",
     "parse_image_json",
     "protocol_frames",
     "virtio_queue",

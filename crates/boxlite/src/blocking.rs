@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::copy::CopyOutReport;
 use crate::error::{Error, Result};
 use crate::execution::{ExitStatus, Output, Signal};
 use crate::images::{GcReport, Image, ImageInfo, UnpackReport};
@@ -223,7 +224,7 @@ impl LiteBox {
     }
 
     /// See [`crate::litebox::LiteBox::copy_out`].
-    pub fn copy_out(&self, src: &str, dest: &Path) -> Result<()> {
+    pub fn copy_out(&self, src: &str, dest: &Path) -> Result<CopyOutReport> {
         self.tokio.block_on(self.inner.copy_out(src, dest))
     }
 

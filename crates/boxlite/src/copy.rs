@@ -2,11 +2,13 @@
 //!
 //! Into the box, the host's files are trusted (they are the caller's own) and archived with
 //! the `tar` crate. Out of the box, the archive comes from the guest and is hostile until
-//! proven otherwise: it is unpacked with the agent's own unpacker (every lookup beneath the
-//! destination with `RESOLVE_BENEATH`, capped metadata) into a fresh directory beside the
+//! proven otherwise: it is unpacked by `untar` with [`untar::Policy::host`] (every lookup
+//! beneath the destination with `RESOLVE_BENEATH`, capped metadata, bytes and entries, no
+//! device nodes, FIFOs, set-id bits or owners) into a fresh directory beside the
 //! destination, and only its one expected top entry is moved into place.
 
 use std::fs::File;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use protocol::client::Client;
@@ -51,8 +53,23 @@ pub(crate) async fn copy_in(client: &Client, _box: &LiteBox, src: &Path, dest: &
     packed.map_err(|e| Error::io("archiving for the copy", "the files", e))
 }
 
+/// What a copy out of a box did, and what it left out.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyOutReport {
+    /// Entries created on the host.
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+    /// Device nodes and FIFOs the box sent, which are never created on the host.
+    pub specials_skipped: u64,
+    /// Where the first [`untar::MAX_REPORTED_NAMES`] of them would have been on the host.
+    /// The names come from the box: quote them when printing.
+    pub special_paths: Vec<PathBuf>,
+}
+
 /// Copies `src` in the box to host `dest` (see [`LiteBox::copy_out`]).
-pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<()> {
+pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<CopyOutReport> {
     check_box_path(src)?;
     let (_, name) = split_box_path(src)?;
     let (dir, final_path) = if dest.is_dir() {
@@ -67,7 +84,8 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
     let staging = Staging::create(&dir)?;
     let (read, write) = pipe()?;
     let staged_in = staging.path().to_path_buf();
-    let unpacker = std::thread::spawn(move || unpack_from_guest(&staged_in, read));
+    let unpacker =
+        std::thread::spawn(move || untar::unpack_into(&staged_in, read, &untar::Policy::host()));
     let downloaded = client
         .download(src, tokio::fs::File::from_std(write))
         .await
@@ -76,7 +94,12 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
         .join()
         .map_err(|_| Error::Host("the unpacking thread panicked".into()))?;
     downloaded?;
-    unpacked.map_err(|e| Error::Host(format!("copying {src} out of the box: {e}")))?;
+    let unpacked = unpacked.map_err(|e| {
+        Error::Host(format!(
+            "copying {src} out of the box to {}: {e}",
+            final_path.display()
+        ))
+    })?;
     let staged = staging.path().join(&name);
     if std::fs::symlink_metadata(&staged).is_err() {
         return Err(Error::Host(format!(
@@ -93,17 +116,40 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
         std::fs::remove_dir_all(&final_path).map_err(|e| Error::io("replacing", &final_path, e))?;
     }
     std::fs::rename(&staged, &final_path)
-        .map_err(|e| Error::io("moving the copy to", &final_path, e))
+        .map_err(|e| Error::io("moving the copy to", &final_path, e))?;
+    Ok(copy_out_report(unpacked, &name, &final_path))
 }
 
 /// Unpacks a tar stream that came from a guest (hostile until proven otherwise) under the
-/// existing directory `dir`: nothing is written outside it, whatever the stream holds.
-pub fn unpack_from_guest(dir: &Path, input: impl std::io::Read) -> Result<()> {
-    let root = guest::root::BoxRoot::open(dir, false)
-        .map_err(|e| Error::Host(format!("unpacking into {}: {e}", dir.display())))?;
-    guest::unpack::unpack(&root, "/", input)
-        .map(|_| ())
+/// existing directory `dir` with [`untar::Policy::host`]: nothing is written outside it,
+/// whatever the stream holds.
+#[cfg(test)]
+pub fn unpack_from_guest(dir: &Path, input: impl std::io::Read) -> Result<untar::Report> {
+    untar::unpack_into(dir, input, &untar::Policy::host())
         .map_err(|e| Error::Host(format!("unpacking into {}: {e}", dir.display())))
+}
+
+/// The report of a copy whose staged top entry `name` became `final_path`: skipped special
+/// files elsewhere in the staging directory were discarded with it, so they are not listed.
+fn copy_out_report(unpacked: untar::Report, name: &str, final_path: &Path) -> CopyOutReport {
+    let special_paths = unpacked
+        .special_names
+        .iter()
+        .filter_map(|staged| {
+            let rest = staged.strip_prefix(name)?;
+            if rest.is_empty() {
+                Some(final_path.to_path_buf())
+            } else {
+                Some(final_path.join(rest.strip_prefix('/')?))
+            }
+        })
+        .collect();
+    CopyOutReport {
+        entries: unpacked.entries,
+        bytes: unpacked.bytes,
+        specials_skipped: unpacked.specials_skipped,
+        special_paths,
+    }
 }
 
 /// Whether `path` is a directory in the box: the first header of its download says, and the
@@ -172,8 +218,41 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        let _ = remove_all(&self.path);
     }
+}
+
+/// Removes the directory `path` and everything under it, even the read-only directories a
+/// guest can send (which `remove_dir_all` cannot empty unless run as root): directories are
+/// made readable, writable and searchable by their owner (us) on the way down.
+fn remove_all(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+        other => return other,
+    }
+    let mut dirs = vec![path.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        // Best effort: whatever cannot be unlocked makes the final removal fail, as before.
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        if meta.mode() & 0o700 != 0o700 {
+            let mode = (meta.mode() & 0o7777) | 0o700;
+            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    std::fs::remove_dir_all(path)
 }
 
 fn pipe() -> Result<(File, File)> {
@@ -240,5 +319,90 @@ mod tests {
         assert!(split_box_path("/").is_err());
         assert!(split_box_path("/a/..").is_err());
         assert!(check_box_path("relative").is_err());
+    }
+
+    #[test]
+    fn unpack_from_guest_unpacks_a_valid_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let seed = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/untar/plain.tar");
+        let data = std::fs::read(seed).unwrap();
+        let report = unpack_from_guest(dir.path(), data.as_slice()).unwrap();
+        assert!(report.entries >= 2, "{report:?}");
+        let file = std::fs::read_to_string(dir.path().join("name/file")).unwrap();
+        assert_eq!(file, "hello");
+        let err = unpack_from_guest(dir.path(), &[0x55; 4096][..]).unwrap_err();
+        assert!(matches!(err, Error::Host(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("unpacking into {}", dir.path().display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn skipped_special_files_are_reported_where_they_would_have_been() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, kind| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            h.set_size(0);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(0);
+            tar.append_data(&mut h, path, std::io::empty()).unwrap();
+        };
+        add("dev/", tar::EntryType::Directory);
+        add("dev/fifo", tar::EntryType::Fifo);
+        add("dev/null", tar::EntryType::Char);
+        add("other/fifo", tar::EntryType::Fifo);
+        let data = tar.into_inner().unwrap();
+        let unpacked = unpack_from_guest(dir.path(), data.as_slice()).unwrap();
+        assert!(std::fs::symlink_metadata(dir.path().join("dev/fifo")).is_err());
+        let report = copy_out_report(unpacked, "dev", Path::new("/host/copy"));
+        assert_eq!(report.specials_skipped, 3);
+        assert_eq!(
+            report.special_paths,
+            [Path::new("/host/copy/fifo"), Path::new("/host/copy/null")]
+        );
+    }
+
+    /// Root ignores permissions; the test drops that privilege on a thread of its own
+    /// (capabilities belong to threads), so it checks the same thing as root or not.
+    #[test]
+    fn staging_is_removed_even_when_the_guest_sent_read_only_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::create(tmp.path()).unwrap();
+        let path = staging.path().to_path_buf();
+        std::fs::create_dir_all(path.join("name/ro/deeper")).unwrap();
+        std::fs::write(path.join("name/ro/deeper/f"), "x").unwrap();
+        std::fs::write(path.join("name/ro/f"), "x").unwrap();
+        for (dir, mode) in [
+            ("name/ro/deeper", 0o500),
+            ("name/ro", 0o500),
+            ("name", 0o000),
+        ] {
+            std::fs::set_permissions(path.join(dir), std::fs::Permissions::from_mode(mode))
+                .unwrap();
+        }
+        std::thread::spawn(move || {
+            use rustix::thread::CapabilitySet;
+            let mut caps = rustix::thread::capabilities(None).unwrap();
+            caps.effective
+                .remove(CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH);
+            rustix::thread::set_capabilities(None, caps).unwrap();
+            assert!(
+                std::fs::remove_dir_all(&path).is_err(),
+                "premise: remove_dir_all cannot empty a read-only directory"
+            );
+            drop(staging);
+            assert!(
+                std::fs::symlink_metadata(&path).is_err(),
+                "staging left behind"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

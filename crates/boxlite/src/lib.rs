@@ -65,8 +65,7 @@
 //! For callers without an async runtime, [`blocking`] has the same API.
 
 pub mod blocking;
-#[doc(hidden)]
-pub mod copy;
+mod copy;
 mod defaults;
 mod disk;
 mod engine;
@@ -85,6 +84,7 @@ mod runtime;
 mod state;
 mod supervisor;
 
+pub use copy::CopyOutReport;
 pub use defaults::{image_command, run_argv};
 pub use env::{default_home, user_guest_dir};
 pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};

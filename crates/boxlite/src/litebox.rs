@@ -319,8 +319,8 @@ impl LiteBox {
     }
 
     /// Copies `src` in the box to `dest` on the host: into `dest` when it is a directory,
-    /// else as `dest`.
-    pub async fn copy_out(&self, src: &str, dest: &Path) -> Result<()> {
+    /// else as `dest`. Device nodes and FIFOs are never created; the report lists them.
+    pub async fn copy_out(&self, src: &str, dest: &Path) -> Result<copy::CopyOutReport> {
         let client = self.running_client().await?;
         copy::copy_out(&client, src, dest).await
     }

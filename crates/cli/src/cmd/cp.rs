@@ -67,7 +67,19 @@ pub async fn cp(global: &Global, args: CpArgs) -> Result<u8> {
     if copy_in {
         litebox.copy_in(&host, &box_path).await?;
     } else {
-        litebox.copy_out(&box_path, &host).await?;
+        let report = litebox.copy_out(&box_path, &host).await?;
+        // A box's device nodes and FIFOs are never made on the host: say what was left out.
+        for path in &report.special_paths {
+            eprintln!(
+                "boxlite: skipped the special file {path:?} (device nodes and FIFOs are not copied out of a box)"
+            );
+        }
+        let unnamed = report
+            .specials_skipped
+            .saturating_sub(report.special_paths.len() as u64);
+        if unnamed > 0 {
+            eprintln!("boxlite: skipped {unnamed} more special files");
+        }
     }
     Ok(0)
 }

@@ -39,10 +39,13 @@ const CHUNKS_IN_FLIGHT: usize = 4;
 /// and the cap bounds the memory one entry's metadata can take.
 pub const MAX_PAX_SIZE: usize = 1024 * 1024 + 2 * MAX_XATTR_SIZE;
 
-/// Most bytes the tar parser may read between two entries: padding, headers, GNU long
-/// name/link entries, the PAX header and GNU sparse maps. Anything larger is hostile (the
-/// `tar` crate would otherwise buffer a long name or PAX header of any size in memory).
-pub(crate) const MAX_ENTRY_METADATA: usize = MAX_PAX_SIZE + 2 * MAX_PATH_LEN + 64 * 1024;
+/// Most bytes the tar parser may read between two entries: the one cap of every tar
+/// reader in the workspace, sized (see its comment) for this extractor's PAX headers.
+pub(crate) use untar::MAX_ENTRY_METADATA;
+
+// The largest PAX header accepted, a long name and a long link target must fit between two
+// entries, with room for the headers around them.
+const _: () = assert!(MAX_PAX_SIZE + 2 * MAX_PATH_LEN + 64 * 1024 <= MAX_ENTRY_METADATA);
 
 /// Why reading the layer stream failed, decided by where the error arose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
