@@ -34,11 +34,13 @@ fn boxes(env: &Env) -> Vec<serde_json::Value> {
     json.as_array().unwrap().clone()
 }
 
-/// `boxlite` with no guest kernel or initramfs from the test run's environment.
+/// `boxlite` with no guest kernel or initramfs from the test run's environment, nor from
+/// the user's per-user guest directory (`cargo xtask kernel` may have filled it).
 fn without_guest(env: &Env, args: &[&str]) -> Run {
     let mut cmd = boxlite();
     cmd.env_remove("BOXLITE_KERNEL")
         .env_remove("BOXLITE_INITRAMFS")
+        .env("XDG_DATA_HOME", env.home().join("no-user-data"))
         .arg("--home")
         .arg(env.home())
         .args(args);
