@@ -27,13 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Formatting, clippy (-D warnings) and every test: the CI test command.
+    /// Every check CI makes (formatting, clippy -D warnings, every test, a fuzz smoke run),
+    /// after installing the Debian packages and cargo-fuzz they need: the CI test command.
     Test(test::Args),
     /// The main job: build the guest, a small Debian image and boxlite, then run commands in a box.
     Demo(demo::Args),
     /// Benchmarks, compared side by side with peer tools in one run.
     Bench(bench::Args),
-    /// Run every cargo-fuzz target for a while (needs cargo-fuzz and the nightly toolchain).
+    /// Run every cargo-fuzz target for a while (needs the nightly toolchain; installs cargo-fuzz).
     Fuzz(fuzz::Args),
     /// Build the guest agent as a static executable and pack it as the initramfs /init.
     Guest(guest::Args),
