@@ -8,6 +8,7 @@ mod fuzz;
 mod guest;
 mod image;
 mod kernel;
+mod link;
 mod nested;
 mod sh;
 mod test;
@@ -36,9 +37,11 @@ enum Task {
     Bench(bench::Args),
     /// Run every cargo-fuzz target for a while (needs the nightly toolchain; installs cargo-fuzz).
     Fuzz(fuzz::Args),
-    /// Build the guest agent as a static executable and pack it as the initramfs /init.
+    /// Build the guest agent as a static executable and pack it as the initramfs /init;
+    /// link it into the per-user guest directory.
     Guest(guest::Args),
-    /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout.
+    /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout; link it
+    /// into the per-user guest directory.
     Kernel(kernel::Args),
     /// Prove boxlite-vmm boots Linux without hardware KVM: its full-boot test inside an L1
     /// Linux whose KVM runs on SVM emulated by QEMU's TCG.
