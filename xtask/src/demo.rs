@@ -18,7 +18,7 @@ use clap::Args as ClapArgs;
 use oci_layers::{Compression, LayoutBuilder};
 
 use crate::image::{cache_dir, debian_minbase, path_str};
-use crate::{deps, guest, kernel, sh};
+use crate::{deps, guest, kernel, link, sh};
 
 /// Arguments of `cargo xtask demo`.
 #[derive(ClapArgs)]
@@ -59,7 +59,12 @@ pub fn run(args: Args) -> Result<()> {
     sh::run(sh::cargo().args(["build", "--quiet", "-p", "cli"]))?;
     let boxlite = target_dir().join("debug/boxlite");
     let home = args.home.unwrap_or_else(|| PathBuf::from(DEFAULT_HOME));
-    install_guest(&home, &kernel, &initramfs)?;
+    // Into the demo's own state directory, which the runtime searches first: the demo runs
+    // the kernel and agent it just built, whatever the per-user directory holds.
+    link::into_dir(
+        &home.join("guest"),
+        &[("vmlinux", &kernel), (guest::INITRAMFS, &initramfs)],
+    )?;
     let built = start.elapsed();
 
     let cli = Cli {
@@ -153,24 +158,6 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<Duration> {
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| sh::workspace_root().join("target"), PathBuf::from)
-}
-
-/// Links the kernel and initramfs to `home/guest/{vmlinux,initramfs.cpio.gz}`, where the
-/// `boxlite` command looks by default (links, not copies: the cache keeps one copy per build,
-/// and a rebuild only has to move the links).
-pub fn install_guest(home: &Path, kernel: &Path, initramfs: &Path) -> Result<()> {
-    let dir = home.join("guest");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, target) in [("vmlinux", kernel), ("initramfs.cpio.gz", initramfs)] {
-        let link = dir.join(name);
-        // A fresh link renamed over the old one: a concurrent reader never finds it missing.
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(target, &tmp)
-            .with_context(|| format!("linking {}", tmp.display()))?;
-        std::fs::rename(&tmp, &link).with_context(|| format!("replacing {}", link.display()))?;
-    }
-    Ok(())
 }
 
 /// The demo image as an OCI layout, built once and cached.

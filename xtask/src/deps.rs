@@ -54,7 +54,14 @@ fn install(missing: &[&str]) -> Result<()> {
     )
 }
 
+/// Where system programs live even when `PATH` leaves them out: Debian's `PATH` for users
+/// other than root has no sbin directories, where e2fsprogs, xfsprogs and mount put theirs,
+/// and asking to install a package that is installed would only mislead.
+const SYSTEM_DIRS: [&str; 2] = ["/usr/sbin", "/sbin"];
+
 fn on_path(cmd: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(cmd).is_file()))
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(SYSTEM_DIRS.iter().map(std::path::PathBuf::from))
+        .any(|dir| dir.join(cmd).is_file())
 }

@@ -20,13 +20,16 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Args as ClapArgs;
 use sha2::{Digest, Sha256};
 
-use crate::{cpio, image, sh};
+use crate::{cpio, image, link, sh};
 
 /// The Rust target the agent is built for.
 pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The agent's package and binary names.
 const PACKAGE: &str = "guest";
 const BINARY: &str = "boxlite-guest";
+/// The initramfs's file name, in the cache and where it is linked: the name the runtime
+/// looks for in a guest directory.
+pub const INITRAMFS: &str = "initramfs.cpio.gz";
 /// Hex digits of the cache key.
 const KEY_LEN: usize = 16;
 
@@ -46,9 +49,11 @@ pub struct Built {
     pub initramfs: PathBuf,
 }
 
-/// Builds the agent and initramfs and prints where they are.
+/// Builds the agent and initramfs, links the initramfs into the per-user guest directory
+/// (where `boxlite` finds it with no `--initramfs`), and prints where they are.
 pub fn run(args: Args) -> Result<()> {
     let built = build()?;
+    link::for_user(&[(INITRAMFS, &built.initramfs)])?;
     if args.print_path {
         println!("{}", built.initramfs.display());
     } else {
@@ -87,7 +92,7 @@ pub fn build() -> Result<Built> {
 
     let key = hex::encode(Sha256::digest(&binary))[..KEY_LEN].to_owned();
     let out = image::cache_dir().join("guest").join(&key);
-    let initramfs = out.join("initramfs.cpio.gz");
+    let initramfs = out.join(INITRAMFS);
     let cached = out.join(BINARY);
     if !initramfs.exists() || !cached.exists() {
         fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;

@@ -24,7 +24,7 @@ use clap::Args as ClapArgs;
 use oci_layers::lock::FileLock;
 use sha2::{Digest, Sha256};
 
-use crate::{deps, image, sh};
+use crate::{deps, image, link, sh};
 
 /// The config fragment, relative to the workspace root.
 pub const FRAGMENT: &str = "guest/kernel/microvm-x86_64.config";
@@ -42,6 +42,9 @@ const OUTPUTS: [(&str, &str); 3] = [
     ("vmlinux", "vmlinux"),
     ("config", ".config"),
 ];
+/// The bootable outputs, by the names the runtime looks for in a guest directory (it takes
+/// the PVH `vmlinux` before the `bzImage`).
+const KERNELS: [&str; 2] = ["bzImage", "vmlinux"];
 /// Where the candidate configuration is resolved before it replaces `.config`.
 const CANDIDATE: &str = ".config.boxlite";
 
@@ -63,13 +66,15 @@ pub struct Args {
     pub print_path: bool,
 }
 
-/// Builds the kernel if needed and prints where it is.
+/// Builds the kernel if needed, links `vmlinux` and `bzImage` into the per-user guest
+/// directory (where `boxlite` finds them with no `--kernel`), and prints where they are.
 pub fn run(args: Args) -> Result<()> {
     let dir = build(&args)?;
+    link::for_user(&KERNELS.map(|name| (name, dir.join(name))))?;
     if args.print_path {
         println!("{}", dir.display());
     } else {
-        for (name, _) in OUTPUTS.iter().take(2) {
+        for name in KERNELS {
             println!("{}", dir.join(name).display());
         }
     }

@@ -8,6 +8,7 @@ mod fuzz;
 mod guest;
 mod image;
 mod kernel;
+mod link;
 mod nested;
 mod sh;
 mod test;
@@ -27,17 +28,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Formatting, clippy (-D warnings) and every test: the CI test command.
+    /// Every check CI makes (formatting, clippy -D warnings, every test, a fuzz smoke run),
+    /// after installing the Debian packages and cargo-fuzz they need: the CI test command.
     Test(test::Args),
     /// The main job: build the guest, a small Debian image and boxlite, then run commands in a box.
     Demo(demo::Args),
     /// Benchmarks, compared side by side with peer tools in one run.
     Bench(bench::Args),
-    /// Run every cargo-fuzz target for a while (needs cargo-fuzz and the nightly toolchain).
+    /// Run every cargo-fuzz target for a while (needs the nightly toolchain; installs cargo-fuzz).
     Fuzz(fuzz::Args),
-    /// Build the guest agent as a static executable and pack it as the initramfs /init.
+    /// Build the guest agent as a static executable and pack it as the initramfs /init;
+    /// link it into the per-user guest directory.
     Guest(guest::Args),
-    /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout.
+    /// Build the guest kernel (bzImage + PVH vmlinux), cached outside the checkout; link it
+    /// into the per-user guest directory.
     Kernel(kernel::Args),
     /// Prove boxlite-vmm boots Linux without hardware KVM: its full-boot test inside an L1
     /// Linux whose KVM runs on SVM emulated by QEMU's TCG.

@@ -1,9 +1,47 @@
 //! `cargo xtask test`: everything CI checks, in the order that fails fastest.
+//!
+//! It installs what it needs itself, so a fresh Debian machine with a Rust toolchain (as
+//! root) passes it: the host programs of [`TEST_TOOLS`] up front, cargo-fuzz when the nightly
+//! toolchain is there; the later steps ensure their own (the kernel build its source and
+//! tools, `nested-kvm` QEMU). Not root and something missing: it fails with the `apt-get`
+//! command to run.
 
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::{demo, fuzz, guest, kernel, sh};
+use crate::{demo, deps, fuzz, guest, kernel, sh};
+
+/// The host programs the tests run, as (a command, the Debian package that ships it), one
+/// line per package, each with the tests that need it; a new test's tools go here. What the
+/// other steps of `cargo xtask test` run, they ensure for themselves when they run: the
+/// guest kernel's source and build tools ([`kernel::build`], nothing when cached) and QEMU
+/// and e2fsprogs for `nested-kvm`. debootstrap only builds the demo's and the benchmarks'
+/// Debian tree ([`crate::image::debian_minbase`]), which no test uses.
+const TEST_TOOLS: &[(&str, &str)] = &[
+    // Disks: boxlite's own (mkfs.ext4, e2fsck: crates/boxlite/src/disk), the VM and PID 1
+    // tests' (crates/{guest,vmm}/tests; debugfs and dumpe2fs read them back), fastcopy's
+    // ext4 loop mounts and filefrag (crates/fastcopy/src/testutil, crates/oci-layers/tests).
+    ("mkfs.ext4", "e2fsprogs"),
+    // XFS with reflinks: crates/fastcopy/src/testutil/mount.rs, crates/oci-layers/tests/rootfs_*.
+    ("mkfs.xfs", "xfsprogs"),
+    // Loop devices and mounts: crates/guest/tests/pid1.rs, crates/fastcopy/src/testutil.
+    ("losetup", "mount"),
+    // unshare (crates/guest/tests/{pid1,support}), setpriv (crates/guest/tests/exec.rs).
+    ("unshare", "util-linux"),
+    // A pseudo-terminal around the CLI (progress bars, `run -t`): crates/cli/tests/{terminal,vm_boxes}.rs.
+    ("script", "bsdutils"),
+    // Images compared against umoci: crates/oci-layers/{src/builder/tests.rs,tests}.
+    ("umoci", "umoci"),
+    // Layers and copies as tar streams: crates/{cli,guest,oci-layers}/tests.
+    ("tar", "tar"),
+    ("gzip", "gzip"),
+    // Boxes booted under QEMU: crates/{boxlite,cli,guest}/tests, xtask/src/kernel/boot_tests.rs.
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    // The kernel boot tests' static test inits: xtask/src/kernel/boot_tests.rs.
+    ("gcc", "gcc"),
+    // Reading our initramfs archives back: xtask/src/cpio/tests.rs.
+    ("cpio", "cpio"),
+];
 
 /// Arguments of `cargo xtask test`.
 #[derive(ClapArgs)]
@@ -22,8 +60,11 @@ pub struct Args {
     rest: Vec<String>,
 }
 
-/// Runs fmt, clippy and the whole test suite.
+/// Installs what is missing, then runs fmt, clippy and the whole test suite.
 pub fn run(args: Args) -> Result<()> {
+    // Before anything slow, so a missing package fails in seconds, not after clippy.
+    deps::ensure(TEST_TOOLS)?;
+    let fuzz = args.fuzz_seconds > 0 && fuzz::ensure_cargo_fuzz()?;
     if !args.no_lint {
         sh::run(sh::cargo().args(["fmt", "--all", "--", "--check"]))?;
         sh::run(sh::cargo().args([
@@ -63,16 +104,14 @@ pub fn run(args: Args) -> Result<()> {
     if !args.no_nested_kvm && !crate::nested::hardware_kvm() {
         crate::nested::run(crate::nested::Args::default())?;
     }
-    if args.fuzz_seconds > 0 {
-        if fuzz::available() {
-            fuzz::run(fuzz::Args {
-                seconds: args.fuzz_seconds,
-            })?;
-        } else {
-            eprintln!(
-                "fuzz smoke run skipped: cargo-fuzz is not installed (`cargo install cargo-fuzz`)"
-            );
-        }
+    if fuzz {
+        fuzz::run(fuzz::Args {
+            seconds: args.fuzz_seconds,
+        })?;
+    } else if args.fuzz_seconds > 0 {
+        eprintln!(
+            "fuzz smoke run skipped: no nightly toolchain (`rustup toolchain install nightly`)"
+        );
     }
     Ok(())
 }

@@ -108,9 +108,16 @@ struct Init {
 
 impl Init {
     fn boot(cmdline: &str) -> Init {
-        // Not under /tmp or /run: the agent mounts fresh filesystems there.
-        let sockdir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        // The agent binds the socket after mounting its own /tmp, /run, …, so it must go
+        // where none of those hides it (the target directory does not do: it is under /tmp
+        // when the checkout is).
+        let sockdir = support::outside_agent_mounts();
         let socket = sockdir.path().join("port.sock");
+        assert!(
+            socket.as_os_str().len() <= support::MAX_SOCKET_PATH,
+            "socket path too long to bind: {}",
+            socket.display()
+        );
         let child = Command::new("unshare")
             .args(["--mount", "--pid", "--uts", "--fork", "--kill-child"])
             .args(["--propagation", "private", "--"])

@@ -18,6 +18,32 @@ pub const AGENT: &str = env!("CARGO_BIN_EXE_boxlite-guest");
 /// How long any single test step may take before the test fails instead of hanging.
 pub const STEP: Duration = Duration::from_secs(60);
 
+/// Where the agent as PID 1 mounts its own filesystems (`guest::init::mount_system`; `/dev`
+/// covers `/dev/pts` and `/dev/shm`, `/sys` covers `/sys/fs/cgroup`). In its mount namespace
+/// anything of the host's under these is hidden, so what a PID 1 test shares with the agent
+/// (its listening socket) must live elsewhere.
+pub const AGENT_MOUNTS: [&str; 5] = ["/proc", "/sys", "/dev", "/run", "/tmp"];
+
+/// Where [`outside_agent_mounts`] makes its directory, the first that is not under
+/// [`AGENT_MOUNTS`]: `/var/tmp` does not depend on where the checkout is (its target directory
+/// is under `/tmp` when the checkout is) and is short; the target directory's scratch space
+/// is the fallback where `/var/tmp` resolves into `/tmp`.
+const SHARED_BASES: [&str; 2] = ["/var/tmp", env!("CARGO_TARGET_TMPDIR")];
+
+/// The longest path a Unix socket can be bound at: `sun_path` holds 108 bytes with the NUL.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// A fresh directory the agent as PID 1 still sees after its own mounts, whatever the
+/// checkout's location and `$TMPDIR`.
+pub fn outside_agent_mounts() -> tempfile::TempDir {
+    let base = SHARED_BASES
+        .iter()
+        .filter_map(|b| Path::new(b).canonicalize().ok())
+        .find(|b| !AGENT_MOUNTS.iter().any(|m| b.starts_with(m)))
+        .unwrap_or_else(|| panic!("each of {SHARED_BASES:?} is under one of {AGENT_MOUNTS:?}"));
+    tempfile::tempdir_in(base).unwrap()
+}
+
 /// Whether the tests run as root; root-only tests print why they skip otherwise.
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
