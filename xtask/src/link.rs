@@ -33,7 +33,7 @@ pub fn into_dir<P: AsRef<Path>>(dir: &Path, files: &[(&str, P)]) -> Result<()> {
 /// Links `files` into the per-user guest directory, where a runtime made from the
 /// environment finds them whatever its `--home`; returns that directory.
 pub fn for_user<P: AsRef<Path>>(files: &[(&str, P)]) -> Result<PathBuf> {
-    let dir = boxlite::env::user_guest_dir();
+    let dir = boxlite::user_guest_dir();
     into_dir(&dir, files)?;
     for (name, _) in files {
         eprintln!("linked {}", dir.join(name).display());
