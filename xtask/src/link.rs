@@ -1,6 +1,6 @@
 //! Linking the built guest files (kernel, initramfs) where the `boxlite` runtime looks for
 //! them: a state directory's `guest/`, or the per-user directory every state directory
-//! shares ([`boxlite::env::user_guest_dir`]).
+//! shares ([`boxlite::user_guest_dir`]).
 //!
 //! Links, not copies: the cache keeps one copy per build, and a rebuild only has to move the
 //! links.
