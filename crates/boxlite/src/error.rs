@@ -82,6 +82,14 @@ pub enum Error {
         /// Why not.
         reason: String,
     },
+    /// The state directory is not safe to keep boxes in.
+    #[error("state directory {}: {problem}", path.display())]
+    UnsafeHome {
+        /// The state directory.
+        path: PathBuf,
+        /// What is wrong with it, and the fix.
+        problem: String,
+    },
     /// The host cannot do what was asked.
     #[error("{0}")]
     Host(String),
@@ -135,6 +143,8 @@ pub enum ErrorKind {
     Unsupported,
     /// Something the runtime needs is not installed.
     Missing,
+    /// A file, directory or peer is not private to this user.
+    Insecure,
     /// Something outgrew its limit.
     TooLarge,
     /// The box did not boot.
@@ -155,6 +165,7 @@ impl Error {
             Error::InvalidOption { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::EngineUnavailable { .. } | Error::Host(_) => ErrorKind::Unsupported,
             Error::Missing { .. } => ErrorKind::Missing,
+            Error::UnsafeHome { .. } => ErrorKind::Insecure,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::Boot { .. } => ErrorKind::Boot,
         }

@@ -4,7 +4,7 @@
 //! <home>/state.db                 boxes, base disks, their relations (SQLite)
 //! <home>/images/ layers/ locks/   the image store and layer cache (oci-layers)
 //! <home>/disks/<alg>/<hex>.ext4   read-only base disk of an image (by manifest digest)
-//! <home>/boxes/<id prefix>/       one box: disk.ext4, console.log, agent.sock, box.sock,
+//! <home>/boxes/<id prefix>/       one box: disk.ext4, console.log, box.sock,
 //!                                 supervisor.lock, supervisor.log, vm.log
 //! <home>/guest/                   default place of the guest kernel and initramfs
 //! ```
@@ -100,11 +100,6 @@ impl BoxPaths {
     /// The guest's serial console output.
     pub fn console_log(&self) -> PathBuf {
         self.dir.join("console.log")
-    }
-
-    /// The VM's agent channel (served by the engine, used only by the supervisor).
-    pub fn agent_socket(&self) -> PathBuf {
-        self.dir.join("agent.sock")
     }
 
     /// The supervisor's socket, where any process talks to the box.

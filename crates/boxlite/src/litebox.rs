@@ -204,7 +204,10 @@ impl LiteBox {
         if !grace.is_zero() {
             let socket = self.shared.layout.box_dir(&self.id).box_socket();
             let _ = tokio::time::timeout(grace, async {
-                let stream = UnixStream::connect(&socket).await.ok()?;
+                let stream = UnixStream::connect(&socket)
+                    .await
+                    .ok()
+                    .filter(crate::peer::is_trusted)?;
                 let (client, _) = Client::handshake(stream).await.ok()?;
                 client.shutdown().await.ok()
             })
@@ -274,6 +277,7 @@ impl LiteBox {
 
     /// Starts `command` in the running box.
     pub async fn exec(&self, command: BoxCommand) -> Result<Execution> {
+        command.validate()?;
         let record = self.running_record().await?;
         let argv = if command.argv.is_empty() {
             let digest = record.image_digest.clone();
@@ -369,6 +373,17 @@ impl LiteBox {
         let stream = UnixStream::connect(&socket)
             .await
             .map_err(|e| Error::io("connecting to the box at", &socket, e))?;
+        // A socket another user bound (in a home that was not private) is not our box.
+        if !crate::peer::is_trusted(&stream) {
+            return Err(Error::io(
+                "connecting to the box at",
+                &socket,
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    "the socket is served by another user",
+                ),
+            ));
+        }
         let (client, _hello) = Client::handshake(stream)
             .await
             .map_err(|e| Error::protocol(format!("greeting box {}", self.name), e))?;

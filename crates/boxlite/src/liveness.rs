@@ -50,12 +50,13 @@ pub fn is_held(path: &Path) -> Result<bool> {
 
 /// Waits up to `patience` for the lock at `path` to be free; whether it is.
 pub async fn wait_free(path: &Path, patience: Duration) -> Result<bool> {
-    let deadline = Instant::now() + patience;
+    // A patience past what an Instant can hold (`stop -t` with a huge value) waits forever.
+    let deadline = Instant::now().checked_add(patience);
     loop {
         if !is_held(path)? {
             return Ok(true);
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return Ok(false);
         }
         // A probe is one open and flock: cheap enough to poll often, and a stop's latency

@@ -229,14 +229,35 @@ impl BoxOptions {
                 ),
             ));
         }
-        for (key, _) in &self.env {
+        for (key, value) in &self.env {
             validate_env_name(key)?;
+            no_nul("env", value)?;
         }
         if let Some(dir) = &self.working_dir {
             validate_working_dir(dir)?;
         }
+        if let Some(user) = &self.user {
+            no_nul("user", user)?;
+        }
+        no_nul("image", &self.image)?;
+        for arg in &self.command {
+            no_nul("command", arg)?;
+        }
         Ok(())
     }
+}
+
+/// Refuses a NUL byte in `value`: the guest passes strings to the kernel as C strings, which
+/// would cut it short there, and that is never what the caller meant.
+fn no_nul(option: &'static str, value: &str) -> Result<()> {
+    if value.contains('\0') {
+        return Err(Error::option(
+            option,
+            format!("{value:?}"),
+            "has a NUL byte, which no command, environment or user name can hold",
+        ));
+    }
+    Ok(())
 }
 
 /// The longest box name: it becomes the guest's hostname, which Linux caps at 64 bytes.
@@ -376,5 +397,24 @@ impl BoxCommand {
     pub fn timeout(mut self, timeout: Duration) -> BoxCommand {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// Checks the command's strings: no NUL bytes, a valid environment and an absolute
+    /// working directory.
+    pub fn validate(&self) -> Result<()> {
+        for arg in &self.argv {
+            no_nul("command", arg)?;
+        }
+        for (key, value) in &self.env {
+            validate_env_name(key)?;
+            no_nul("env", value)?;
+        }
+        if let Some(dir) = &self.working_dir {
+            validate_working_dir(dir)?;
+        }
+        if let Some(user) = &self.user {
+            no_nul("user", user)?;
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use crate::defaults;
 use crate::disk;
 use crate::engine::{self, Programs, ResolvedEngine};
 use crate::error::{Artefact, Error, Result};
+use crate::home;
 use crate::host;
 use crate::info::{BoxInfo, EngineInfo, HostInfo};
 use crate::layout::{Layout, MAX_SOCKET_PATH_LEN};
@@ -178,11 +179,14 @@ impl Runtime {
     /// Opens (creating if needed) the runtime state in `options.home`.
     pub fn open(options: RuntimeOptions) -> Result<Runtime> {
         let layout = Layout::new(&options.home);
+        home::prepare(layout.home())?;
         for dir in [layout.boxes_dir(), layout.tmp_dir(), layout.disks_dir()] {
-            std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            home::create_private_dir(&dir)?;
         }
         let store = Store::open(&options.home)?;
         let db = StateDb::open(&layout.state_db())?;
+        home::make_private(&layout.state_db())?;
+        remove_stale_scratch(&layout)?;
         Ok(Runtime {
             shared: Arc::new(Shared {
                 options,
@@ -210,7 +214,18 @@ impl Runtime {
         host::check_memory(options.memory_mib)?;
         // Refused now rather than at the first start: an engine that cannot run here, or
         // whose program is missing.
-        self.shared.resolve_engine(options.engine)?;
+        let engine = self.shared.resolve_engine(options.engine)?;
+        if options.cpus > engine.max_cpus() {
+            return Err(Error::option(
+                "cpus",
+                options.cpus,
+                format!(
+                    "the {} engine runs a box on at most {} vCPUs",
+                    engine.name(),
+                    engine.max_cpus()
+                ),
+            ));
+        }
         let record = self
             .shared
             .blocking(move |shared| {
@@ -298,7 +313,7 @@ fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<Bo
         .clone()
         .unwrap_or_else(|| format!("box-{}", &id[..8]));
     let paths = shared.layout.box_dir(&id);
-    let socket = paths.agent_socket();
+    let socket = paths.box_socket();
     if socket.as_os_str().len() > MAX_SOCKET_PATH_LEN {
         return Err(Error::InvalidInput(format!(
             "the state directory {} is too deep: the box's socket {} would exceed the \
@@ -328,8 +343,7 @@ fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<Bo
     };
     // The row first: it reserves the name before any file exists.
     shared.db.insert_box(&record)?;
-    let made = std::fs::create_dir_all(paths.dir())
-        .map_err(|e| Error::io("creating", paths.dir(), e))
+    let made = home::create_private_dir(paths.dir())
         .and_then(|()| disk::create_box_disk(&paths.disk(), record.options.disk_size_mib));
     if let Err(e) = made {
         let _ = shared.db.remove_box(&id);
@@ -337,6 +351,31 @@ fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<Bo
         return Err(e);
     }
     Ok(record)
+}
+
+/// Removes the scratch trees of base-disk builds that no process is making (a build holds
+/// its image's base-disk lock): a crashed build's half tree may hold an image's setuid
+/// binaries, and is never needed again.
+fn remove_stale_scratch(layout: &Layout) -> Result<()> {
+    let dir = layout.tmp_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) => return Err(Error::io("listing", &dir, e)),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(digest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(disk::SCRATCH_PREFIX))
+            .and_then(|d| d.replacen('-', ":", 1).parse::<oci_layers::Digest>().ok())
+        else {
+            continue;
+        };
+        if let Some(_lock) = disk::try_lock_base_disk(layout, &digest)? {
+            disk::remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A fresh box id: 64 hex digits from the kernel's random source.

@@ -74,15 +74,28 @@ pub fn ensure_base_disk_locked(
 /// Takes the lock that guards the base disk of `digest` (held while it is built, and to be
 /// held by whoever removes it).
 pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<FileLock> {
+    Ok(FileLock::exclusive(&base_disk_lock(layout, digest)?)?)
+}
+
+/// [`lock_base_disk`] if no one holds it now, else `None`.
+pub fn try_lock_base_disk(layout: &Layout, digest: &Digest) -> Result<Option<FileLock>> {
+    Ok(FileLock::try_exclusive(&base_disk_lock(layout, digest)?)?)
+}
+
+/// The lock file of the base disk of `digest` (its directory made if missing).
+fn base_disk_lock(layout: &Layout, digest: &Digest) -> Result<PathBuf> {
     let dir = layout.home().join("locks");
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
-    let name = format!(
+    crate::home::create_private_dir(&dir)?;
+    Ok(dir.join(format!(
         "base-disk-{}-{}.lock",
         digest.algorithm().name(),
         digest.hex()
-    );
-    Ok(FileLock::exclusive(&dir.join(name))?)
+    )))
 }
+
+/// The name prefix of a base-disk build's scratch tree under the home's `tmp/`, followed by
+/// `<algorithm>-<hex>`.
+pub const SCRATCH_PREFIX: &str = "base-";
 
 #[cfg(test)]
 /// Removes the base disk of `digest`, file and record (for `image rm`; the caller checks
@@ -115,7 +128,7 @@ fn build(
     // One scratch tree per digest: the lock makes it ours alone, and a tree a crashed build
     // left behind is removed before this one starts.
     let scratch = ScratchDir::create(layout.tmp_dir().join(format!(
-        "base-{}-{}",
+        "{SCRATCH_PREFIX}{}-{}",
         digest.algorithm().name(),
         digest.hex()
     )))?;

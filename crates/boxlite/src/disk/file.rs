@@ -126,7 +126,8 @@ impl ScratchDir {
     /// Creates `path` afresh: whatever a crashed earlier run left there is removed first.
     pub fn create(path: PathBuf) -> Result<ScratchDir> {
         remove_tree(&path)?;
-        std::fs::create_dir_all(&path).map_err(|e| Error::io("creating", &path, e))?;
+        // Private: a hostile image's setuid binaries sit in it while the disk is built.
+        crate::home::create_private_dir(&path)?;
         Ok(ScratchDir { path })
     }
 

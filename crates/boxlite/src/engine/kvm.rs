@@ -15,6 +15,9 @@ const PROGRAM: &str = "boxlite-vmm";
 /// never drops output the host has not taken, so the console port is safe here.
 const AGENT_PORT: &str = "/dev/hvc0";
 
+/// The most vCPUs `boxlite-vmm` boots: its MP table describes at most 32 processors.
+const MAX_CPUS: u32 = 32;
+
 /// `boxlite-vmm` as an engine.
 pub struct Kvm;
 
@@ -25,6 +28,10 @@ impl Engine for Kvm {
 
     fn name(&self) -> &'static str {
         "kvm"
+    }
+
+    fn max_cpus(&self) -> u32 {
+        MAX_CPUS
     }
 
     fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf> {
@@ -84,8 +91,8 @@ impl Engine for Kvm {
                 Device::Console { log } => {
                     command.arg("--serial-log").arg(log);
                 }
-                Device::Agent { socket } => {
-                    command.arg("--console-socket").arg(socket);
+                Device::Agent { fd } => {
+                    command.args(["--console-fd", &fd.to_string()]);
                 }
             }
         }
@@ -122,7 +129,7 @@ mod tests {
             args.contains("--disk /d/base,1.ext4,ro --disk /b/disk.ext4"),
             "{args}"
         );
-        assert!(args.contains("--console-socket /b/agent.sock"), "{args}");
+        assert!(args.contains("--console-fd 3"), "{args}");
         assert!(args.contains("--serial-log /b/console.log"), "{args}");
         assert!(args.contains("--cpus 2 --memory 256"), "{args}");
         assert!(args.contains("reboot=k"), "{args}");

@@ -37,6 +37,9 @@ pub trait Engine: Sync {
     /// Its name, as `--engine` takes it.
     fn name(&self) -> &'static str;
 
+    /// The most vCPUs it runs a box with.
+    fn max_cpus(&self) -> u32;
+
     /// Its program, where the options name it or where it is found.
     fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf>;
 
@@ -87,6 +90,16 @@ impl ResolvedEngine {
     /// A short description, e.g. `qemu (tcg)`.
     pub fn describe(&self) -> String {
         self.engine().describe(self)
+    }
+
+    /// The most vCPUs it runs a box with.
+    pub fn max_cpus(&self) -> u32 {
+        self.engine().max_cpus()
+    }
+
+    /// The engine's name.
+    pub fn name(&self) -> &'static str {
+        self.engine().name()
     }
 
     /// The command that boots `spec`.

@@ -28,6 +28,10 @@ impl Engine for Qemu {
         "qemu"
     }
 
+    fn max_cpus(&self) -> u32 {
+        crate::options::MAX_CPUS
+    }
+
     fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf> {
         options.qemu.clone().or_else(|| host::find_program(PROGRAM))
     }
@@ -95,10 +99,12 @@ impl Engine for Qemu {
                 Device::Disk { path, read_only } => {
                     let id = format!("disk{disks}");
                     disks += 1;
+                    // `report`: an I/O error (a full host disk) reaches the guest as EIO. QEMU's
+                    // default pauses the VM, and with no monitor nothing would resume it.
                     let how = if *read_only {
-                        "readonly=on"
+                        "readonly=on,werror=report,rerror=report"
                     } else {
-                        "discard=unmap,cache=writeback"
+                        "discard=unmap,cache=writeback,werror=report,rerror=report"
                     };
                     command
                         .arg("-drive")
@@ -116,16 +122,12 @@ impl Engine for Qemu {
                         .arg(option("file,id=console,path=", log, ",append=on"))
                         .args(["-serial", "chardev:console"]);
                 }
-                Device::Agent { socket } => {
+                Device::Agent { fd } => {
                     // A serial port, not a `virtconsole`: QEMU drops console output that the
                     // socket cannot take at once, and serial ports are flow-controlled.
                     command
                         .args(["-device", "virtio-serial-device", "-chardev"])
-                        .arg(option(
-                            "socket,id=agent,path=",
-                            socket,
-                            ",server=on,wait=off",
-                        ))
+                        .arg(format!("socket,id=agent,fd={fd}"))
                         .arg("-device")
                         .arg(format!("virtserialport,chardev=agent,name={AGENT_PORT}"));
                 }
@@ -175,8 +177,10 @@ mod tests {
         assert!(args.contains("-accel tcg"), "{args}");
         assert!(args.contains("-m 256 -smp 2"), "{args}");
         assert!(args.contains("file=/d/base,,1.ext4,format=raw,if=none,readonly=on"));
+        assert!(args.contains("werror=report,rerror=report"), "{args}");
         assert!(args.contains("boxlite.hostname=web-1 boxlite.port=agent"));
         assert!(args.contains("virtserialport,chardev=agent,name=agent"));
+        assert!(args.contains("socket,id=agent,fd=3"), "{args}");
         assert!(args.contains("path=/b/console.log,append=on"));
         let kvm = self::args(true);
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");

@@ -37,10 +37,12 @@ pub enum Device {
         /// The file the console's output is appended to.
         log: PathBuf,
     },
-    /// The agent's channel: a Unix socket the engine serves and the supervisor connects to.
+    /// The agent's channel: one end of a connected Unix socket pair, inherited by the VM
+    /// process as descriptor `fd`; the supervisor holds the other end, so there is no path
+    /// another process could race for.
     Agent {
-        /// The socket path.
-        socket: PathBuf,
+        /// The descriptor number in the VM process.
+        fd: i32,
     },
 }
 
@@ -89,9 +91,7 @@ impl VmSpec {
                 Device::Console {
                     log: "/b/console.log".into(),
                 },
-                Device::Agent {
-                    socket: "/b/agent.sock".into(),
-                },
+                Device::Agent { fd: 3 },
             ],
         }
     }

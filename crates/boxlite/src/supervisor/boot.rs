@@ -1,6 +1,7 @@
 //! Starting the VM and reaching its agent.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -20,9 +21,40 @@ pub const CONSOLE_TAIL_BYTES: u64 = 4096;
 /// The capability an agent announces when it could not build the box's root.
 const ROOT_FAILED: &str = "root-failed";
 
-/// Starts the engine's `std_command` for `spec`; it dies with this process.
-pub fn spawn(std_command: std::process::Command, spec: &VmSpec) -> Result<Child> {
+/// The lowest descriptor number an inherited descriptor is moved to before the fork, so
+/// that moving it onto its number in the child never overwrites another one still to move
+/// (the numbers the VM process gets are below it).
+const STAGING_FD: i32 = 16;
+
+/// A descriptor the VM process inherits, and the number it gets there.
+pub struct Inherited {
+    /// The descriptor, in this process.
+    pub fd: OwnedFd,
+    /// Its number in the VM process (below [`STAGING_FD`]).
+    pub number: i32,
+}
+
+/// Starts the engine's `std_command` for `spec` with the `inherited` descriptors; it dies
+/// with this process.
+pub fn spawn(
+    std_command: std::process::Command,
+    spec: &VmSpec,
+    inherited: Vec<Inherited>,
+) -> Result<Child> {
     let program = std::path::PathBuf::from(std_command.get_program());
+    let mut moves: Vec<(OwnedFd, i32)> = Vec::new();
+    for Inherited { fd, number } in inherited {
+        if !(3..STAGING_FD).contains(&number) {
+            return Err(Error::InvalidInput(format!(
+                "descriptor number {number} for the VM: use 3 to {}",
+                STAGING_FD - 1
+            )));
+        }
+        let staged = rustix::io::fcntl_dupfd_cloexec(&fd, STAGING_FD)
+            .map_err(|e| Error::io("passing a descriptor to", &program, e.into()))?;
+        moves.push((staged, number));
+    }
+    let raw_moves: Vec<(i32, i32)> = moves.iter().map(|(fd, n)| (fd.as_raw_fd(), *n)).collect();
     let vm_log =
         std::fs::File::create(&spec.vm_log).map_err(|e| Error::io("creating", &spec.vm_log, e))?;
     let mut command = Command::from(std_command);
@@ -31,39 +63,49 @@ pub fn spawn(std_command: std::process::Command, spec: &VmSpec) -> Result<Child>
         .stdout(Stdio::null())
         .stderr(vm_log)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-    // which is async-signal-safe; it touches no memory shared with the parent.
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2)
+    // and dup2(2), which are async-signal-safe; it reads `raw_moves`, made before the fork,
+    // and allocates nothing.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // The VM must not outlive its supervisor: a killed supervisor would leave an
             // unreachable VM holding the box's disk.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Sources are all at or above STAGING_FD and targets below it: no move clobbers
+            // a source, and dup2 leaves the target without close-on-exec.
+            for &(from, to) in &raw_moves {
+                if libc::dup2(from, to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    command
+    let child = command
         .spawn()
-        .map_err(|e| Error::io("starting the VM", &program, e))
+        .map_err(|e| Error::io("starting the VM", &program, e));
+    // Ours are closed now; the child has its copies.
+    drop(moves);
+    child
 }
 
-/// Waits for the agent's hello on the engine's socket, while watching that the VM lives and
-/// the deadline holds.
+/// Waits for the agent's hello on `channel` (the supervisor's end of the agent channel),
+/// while watching that the VM lives and the deadline holds.
 pub async fn connect(
     vm: &mut Child,
     spec: &VmSpec,
+    channel: std::os::unix::net::UnixStream,
     timeout: Duration,
     console_start: u64,
 ) -> Result<(Client, Hello)> {
-    let socket = agent_socket(spec)?;
+    channel
+        .set_nonblocking(true)
+        .map_err(|e| Error::io("preparing", "the agent channel", e))?;
+    let stream = UnixStream::from_std(channel)
+        .map_err(|e| Error::io("preparing", "the agent channel", e))?;
     let boot = async {
-        let stream = loop {
-            match UnixStream::connect(&socket).await {
-                Ok(stream) => break stream,
-                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        };
         Client::handshake(stream)
             .await
             .map_err(|e| Error::protocol("greeting the box's agent", e))
@@ -112,17 +154,6 @@ fn boot_error(message: String, spec: &VmSpec, console_start: u64) -> Error {
         message,
         console: console_log(spec).map_or_else(String::new, |log| console_tail(log, console_start)),
     }
-}
-
-/// The spec's agent socket.
-fn agent_socket(spec: &VmSpec) -> Result<&Path> {
-    spec.devices
-        .iter()
-        .find_map(|d| match d {
-            Device::Agent { socket } => Some(socket.as_path()),
-            _ => None,
-        })
-        .ok_or_else(|| Error::InvalidInput("a box's VM needs an agent channel".into()))
 }
 
 /// The spec's console log, if it has a console.

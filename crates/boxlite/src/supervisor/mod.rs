@@ -32,9 +32,17 @@ use crate::engine::{Device, VmSpec};
 use crate::error::{Error, Needs, Result};
 use crate::layout::{BoxPaths, Layout};
 use crate::liveness;
+use crate::peer;
 use crate::state::{BoxRecord, BoxState, Ending, StateDb};
 use launch::Ready;
 use relay::{Control, RelayStats};
+
+/// How long the supervisor waits after a failed accept (no descriptors or memory left)
+/// before it tries again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The descriptor number of the agent channel in the VM process.
+const AGENT_FD: i32 = 3;
 
 /// How long a guest that was asked to power off gets before its VM is killed.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,6 +50,8 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The supervisor's `main`: reads its [`SupervisorArgs`] from stdin and runs the box until
 /// its VM ends.
 pub fn main() -> ExitCode {
+    // Everything the supervisor and its VM create (logs, sockets) is for this user alone.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let mut ready = Ready::take_stdout();
     let args = match SupervisorArgs::read(std::io::stdin().lock()) {
         Ok(args) => args,
@@ -112,15 +122,20 @@ impl Supervisor {
     /// Boots the box, serves it until its VM ends, and records how it ended.
     async fn run(&self, ready: &mut Ready) -> Result<()> {
         let spec = self.spec()?;
-        for socket in [self.paths.agent_socket(), self.paths.box_socket()] {
-            remove_stale(&socket)?;
-        }
+        remove_stale(&self.paths.box_socket())?;
+        // The agent channel: a connected pair, one end inherited by the VM process.
+        let (channel, theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("creating", "the agent channel", e))?;
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
         let console_start = file_len(&self.paths.console_log());
         let started = Instant::now();
-        let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec) {
+        let inherited = vec![boot::Inherited {
+            fd: theirs.into(),
+            number: AGENT_FD,
+        }];
+        let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec, inherited) {
             Ok(vm) => vm,
             Err(e) => {
                 self.finish(&Ending::Crashed(e.to_string()))?;
@@ -128,7 +143,8 @@ impl Supervisor {
             }
         };
         self.db.mark_vm_started(id, vm.id())?;
-        let connected = boot::connect(&mut vm, &spec, self.args.boot_timeout, console_start).await;
+        let connected =
+            boot::connect(&mut vm, &spec, channel, self.args.boot_timeout, console_start).await;
         let (guest, hello) = match connected {
             Ok(connected) => connected,
             Err(e) => {
@@ -178,9 +194,7 @@ impl Supervisor {
                 Device::Console {
                     log: self.paths.console_log(),
                 },
-                Device::Agent {
-                    socket: self.paths.agent_socket(),
-                },
+                Device::Agent { fd: AGENT_FD },
             ],
         })
     }
@@ -211,14 +225,19 @@ impl Supervisor {
         let mut pending_replies = Vec::new();
         let ending = loop {
             tokio::select! {
-                accepted = listener.accept() => {
-                    if let Ok((stream, _)) = accepted {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) if peer::is_trusted(&stream) => {
                         tokio::spawn(relay::serve(
                             stream, guest.clone(), hello.clone(), control_tx.clone(),
                             stats.clone(),
                         ));
                     }
-                }
+                    Ok(_) => eprintln!(
+                        "boxlite-supervisor: refused a connection from another user"
+                    ),
+                    // Out of descriptors or memory: wait rather than spin on the error.
+                    Err(_) => tokio::time::sleep(ACCEPT_BACKOFF).await,
+                },
                 status = vm.wait() => {
                     break match status {
                         Ok(status) if status.success() => Ending::GuestPoweredOff,
@@ -287,7 +306,6 @@ impl Supervisor {
 
     /// Records how the VM ended, and removes the box if it asked for that.
     fn finish(&self, ending: &Ending) -> Result<()> {
-        let _ = std::fs::remove_file(self.paths.agent_socket());
         if self.record.options.auto_remove {
             self.db.remove_box(&self.record.id)?;
             let _ = std::fs::remove_dir_all(self.paths.dir());

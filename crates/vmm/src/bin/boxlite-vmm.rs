@@ -48,8 +48,12 @@ struct Args {
     disks: Vec<String>,
     /// Serve the virtio console (the guest's /dev/hvc0) on a Unix socket at PATH; guest output
     /// waits in the guest until a client connects.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "console_fd")]
     console_socket: Option<PathBuf>,
+    /// Serve the virtio console on the connected Unix stream socket inherited as descriptor
+    /// N (no path another process could race for).
+    #[arg(long, value_name = "N")]
+    console_fd: Option<i32>,
     /// Connect the network card to the Unix stream socket at PATH (passt / QEMU stream framing).
     #[arg(long, value_name = "PATH")]
     net_socket: Option<PathBuf>,
@@ -57,8 +61,11 @@ struct Args {
     #[arg(long, default_value = DEFAULT_MAC)]
     net_mac: String,
     /// Write the serial console (COM1) to PATH instead of standard error.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "serial_fd")]
     serial_log: Option<PathBuf>,
+    /// Write the serial console to the inherited descriptor N (a pipe or file).
+    #[arg(long, value_name = "N")]
+    serial_fd: Option<i32>,
     /// Leave out the virtio-rng device.
     #[arg(long)]
     no_rng: bool,
@@ -151,6 +158,10 @@ fn main() -> ExitCode {
     config.rng = !args.no_rng;
     config.stop_on_boot = args.exit_on_boot;
     config.serial = Some(match &args.serial_log {
+        None if args.serial_fd.is_some() => match inherited(args.serial_fd, "--serial-fd") {
+            Ok(fd) => Box::new(std::fs::File::from(fd)),
+            Err(e) => return fail(2, e),
+        },
         // Appended: the log covers every boot of a box, and the runtime appends to it too.
         Some(path) => match std::fs::OpenOptions::new()
             .create(true)
@@ -175,6 +186,16 @@ fn main() -> ExitCode {
         match backend {
             Ok(b) => config.console = Some(b),
             Err(e) => return fail(2, format!("--console-socket {}: {e}", path.display())),
+        }
+    }
+    if args.console_fd.is_some() {
+        let backend = inherited(args.console_fd, "--console-fd").and_then(|fd| {
+            let stream = UnixStream::from(fd);
+            Backend::stream(stream).map_err(|e| format!("--console-fd: {e}"))
+        });
+        match backend {
+            Ok(b) => config.console = Some(b),
+            Err(e) => return fail(2, e),
         }
     }
     if let Some(path) = &args.net_socket {
@@ -260,4 +281,21 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:12:34"), None);
         assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
     }
+}
+
+/// Takes the descriptor `fd` the parent left open for us (named by `flag`), refusing the
+/// standard streams and numbers that are not open.
+fn inherited(fd: Option<i32>, flag: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let fd = fd.ok_or_else(|| format!("{flag} needs a descriptor number"))?;
+    if fd < 3 {
+        return Err(format!("{flag} {fd}: not a standard stream"));
+    }
+    // SAFETY: F_GETFD on any number only reports whether it is open; no memory is touched.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{flag} {fd}: no such open descriptor"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was passed to this process for it
+    // alone by its parent, as the flag says; nothing else here owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
