@@ -81,7 +81,8 @@ pub fn mount_system() -> Result<()> {
             Ok(()) | Err(Errno::BUSY) => {}
             Err(e) => {
                 return Err(Error::io(
-                    format!("mounting {fstype} on {target}"),
+                    "mounting",
+                    format_args!("{fstype} on {target}"),
                     e.into(),
                 ));
             }
@@ -96,7 +97,7 @@ pub fn mount_system() -> Result<()> {
         match std::os::unix::fs::symlink(target, link) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io(format!("creating {link}"), e)),
+            Err(e) => return Err(Error::io("creating", link, e)),
         }
     }
     Ok(())
@@ -142,7 +143,7 @@ pub fn read_cmdline() -> Result<String> {
             f.take(crate::cmdline::MAX_CMDLINE_LEN as u64 + 1)
                 .read_to_string(&mut text)
         })
-        .map_err(|e| Error::io("reading /proc/cmdline", e))?;
+        .map_err(|e| Error::io("reading", "/proc/cmdline", e))?;
     Ok(text)
 }
 
@@ -163,7 +164,7 @@ pub fn build_root(config: &BootConfig) -> Result<BoxRoot> {
         &config.root_fstype,
         MountFlags::RDONLY,
         image_data,
-        "the image disk",
+        "mounting the image disk",
     )?;
     match &config.data {
         DataDisk::Device { path, fstype } => {
@@ -176,7 +177,7 @@ pub fn build_root(config: &BootConfig) -> Result<BoxRoot> {
                 fstype,
                 MountFlags::empty(),
                 "",
-                "the data disk",
+                "mounting the data disk",
             )?;
         }
         DataDisk::Tmpfs => {
@@ -188,7 +189,7 @@ pub fn build_root(config: &BootConfig) -> Result<BoxRoot> {
                 MountFlags::empty(),
                 data.as_c_str(),
             )
-            .map_err(|e| Error::io(format!("mounting a tmpfs on {DATA_DIR}"), e.into()))?;
+            .map_err(|e| Error::io("mounting a tmpfs on", DATA_DIR, e.into()))?;
         }
     }
     let upper = format!("{DATA_DIR}/upper");
@@ -205,15 +206,11 @@ pub fn build_root(config: &BootConfig) -> Result<BoxRoot> {
         MountFlags::empty(),
         options.as_c_str(),
     )
-    .map_err(|e| Error::io(format!("mounting the overlay root on {ROOT_DIR}"), e.into()))?;
+    .map_err(|e| Error::io("mounting the overlay root on", ROOT_DIR, e.into()))?;
     let root = BoxRoot::open(Path::new(ROOT_DIR), true)?;
     mount_inside(&root)?;
-    rustix::system::sethostname(config.hostname.as_bytes()).map_err(|e| {
-        Error::io(
-            format!("setting the hostname {}", config.hostname),
-            e.into(),
-        )
-    })?;
+    rustix::system::sethostname(config.hostname.as_bytes())
+        .map_err(|e| Error::io("setting the hostname to", &config.hostname, e.into()))?;
     write_etc(&root, config)?;
     Ok(root)
 }
@@ -224,7 +221,7 @@ fn mount_disk(
     fstype: &str,
     flags: MountFlags,
     data: &str,
-    what: &str,
+    op: &'static str,
 ) -> Result<()> {
     let data = c_str(data)?;
     rustix::mount::mount(device, target, fstype, flags, data.as_c_str()).map_err(|e| {
@@ -236,10 +233,8 @@ fn mount_disk(
             _ => "",
         };
         Error::io(
-            format!(
-                "mounting {what} {} ({fstype}) on {target}{hint}",
-                device.display()
-            ),
+            op,
+            format_args!("{} ({fstype}) on {target}{hint}", device.display()),
             e.into(),
         )
     })
@@ -254,7 +249,7 @@ pub fn check_ext4(device: &Path) -> Result<()> {
             f.seek(SeekFrom::Start(EXT4_MAGIC_OFFSET))?;
             f.read_exact(&mut magic)
         })
-        .map_err(|e| Error::io(format!("reading the data disk {}", device.display()), e))?;
+        .map_err(|e| Error::io("reading the data disk", device.display(), e))?;
     if u16::from_le_bytes(magic) != EXT4_MAGIC {
         return Err(Error::Invalid(format!(
             "the data disk {} has no ext4 filesystem; the host formats it (mkfs.ext4) when \
@@ -290,7 +285,8 @@ fn mount_inside(root: &BoxRoot) -> Result<()> {
             }
             Inner::Bind(source) => rustix::mount::mount_bind_recursive(source, at.as_str()),
         };
-        result.map_err(|e| Error::io(format!("mounting /{target} in the box"), e.into()))?;
+        result
+            .map_err(|e| Error::io("mounting", format_args!("/{target} in the box"), e.into()))?;
     }
     Ok(())
 }
@@ -302,6 +298,7 @@ enum Inner {
 
 fn inner_target(root: &BoxRoot, name: &str) -> Result<OwnedFd> {
     let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let in_box = || format!("/{name} in the box");
     match root.open_in(name, flags, Mode::empty()) {
         Ok(fd) => return Ok(fd),
         Err(Errno::NOENT) => {}
@@ -311,12 +308,12 @@ fn inner_target(root: &BoxRoot, name: &str) -> Result<OwnedFd> {
                  real /{name} directory"
             )));
         }
-        Err(e) => return Err(Error::io(format!("opening /{name} in the box"), e.into())),
+        Err(e) => return Err(Error::io("opening", in_box(), e.into())),
     }
     rustix::fs::mkdirat(root.dir(), name, Mode::from_bits_truncate(0o755))
-        .map_err(|e| Error::io(format!("creating /{name} in the box"), e.into()))?;
+        .map_err(|e| Error::io("creating", in_box(), e.into()))?;
     root.open_in(name, flags, Mode::empty())
-        .map_err(|e| Error::io(format!("opening /{name} in the box"), e.into()))
+        .map_err(|e| Error::io("opening", in_box(), e.into()))
 }
 
 /// The box's `/etc/hosts`, naming the box after its hostname.
@@ -343,7 +340,7 @@ fn write_etc(root: &BoxRoot, config: &BootConfig) -> Result<()> {
     ) {
         Err(Errno::NOENT) => {
             rustix::fs::mkdirat(root.dir(), "etc", Mode::from_bits_truncate(0o755))
-                .map_err(|e| Error::io("creating /etc in the box", e.into()))?;
+                .map_err(|e| Error::io("creating", "/etc in the box", e.into()))?;
             root.open_in(
                 "etc",
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -352,7 +349,7 @@ fn write_etc(root: &BoxRoot, config: &BootConfig) -> Result<()> {
         }
         other => other,
     }
-    .map_err(|e| Error::io("opening /etc in the box", e.into()))?;
+    .map_err(|e| Error::io("opening", "/etc in the box", e.into()))?;
     write_file(&etc, "hosts", &hosts_file(&config.hostname))?;
     if !config.dns.is_empty() {
         write_file(&etc, "resolv.conf", &resolv_conf(config))?;
@@ -363,11 +360,11 @@ fn write_etc(root: &BoxRoot, config: &BootConfig) -> Result<()> {
 /// Replaces `dir/name` with a regular file holding `text` (a symlink there is replaced, not
 /// followed: images often link resolv.conf into /run, which must not be written through).
 fn write_file(dir: &OwnedFd, name: &str, text: &str) -> Result<()> {
-    let what = || format!("writing /etc/{name} in the box");
+    let path = || format!("/etc/{name} in the box");
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile => {
             rustix::fs::unlinkat(dir, name, AtFlags::empty())
-                .map_err(|e| Error::io(what(), e.into()))?;
+                .map_err(|e| Error::io("replacing", path(), e.into()))?;
         }
         _ => {}
     }
@@ -377,10 +374,10 @@ fn write_file(dir: &OwnedFd, name: &str, text: &str) -> Result<()> {
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )
-    .map_err(|e| Error::io(what(), e.into()))?;
+    .map_err(|e| Error::io("writing", path(), e.into()))?;
     std::fs::File::from(fd)
         .write_all(text.as_bytes())
-        .map_err(|e| Error::io(what(), e))
+        .map_err(|e| Error::io("writing", path(), e))
 }
 
 /// Ends every box process (SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`]), syncs, and
@@ -479,7 +476,7 @@ pub fn fatal(message: &str) -> ! {
 fn make_dir(path: &Path) -> Result<()> {
     match std::fs::create_dir_all(path) {
         Ok(()) => Ok(()),
-        Err(e) => Err(Error::io(format!("creating {}", path.display()), e)),
+        Err(e) => Err(Error::io("creating", path.display(), e)),
     }
 }
 

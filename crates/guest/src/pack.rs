@@ -77,7 +77,7 @@ pub fn pack(root: &BoxRoot, src: &str, out: impl Write) -> Result<Packed> {
         .builder
         .into_inner()
         .and_then(|mut out| out.flush())
-        .map_err(|e| Error::io(format!("download {src}: sending"), e))?;
+        .map_err(|e| Error::io("sending the download of", src, e))?;
     Ok(done)
 }
 
@@ -86,7 +86,7 @@ fn not_found_or_io(src: &str, e: Errno) -> Error {
         Errno::NOENT | Errno::NOTDIR => Error::NotFound(format!(
             "download {src}: no such file or directory in the box"
         )),
-        e => Error::io(format!("download {src}"), e.into()),
+        e => Error::io("downloading", src, e.into()),
     }
 }
 
@@ -98,12 +98,13 @@ struct Packer<'a, W: Write> {
 }
 
 impl<W: Write> Packer<'_, W> {
-    fn io(&self, what: &str, archived: &[u8], e: impl Into<io::Error>) -> Error {
+    fn io(&self, op: &'static str, archived: &[u8], e: impl Into<io::Error>) -> Error {
         Error::io(
-            format!(
-                "download {}: {what} {}",
-                self.src,
-                String::from_utf8_lossy(archived)
+            op,
+            format_args!(
+                "{} (downloading {})",
+                String::from_utf8_lossy(archived),
+                self.src
             ),
             e.into(),
         )

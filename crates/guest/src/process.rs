@@ -109,14 +109,17 @@ pub fn spawn(root: &BoxRoot, reaper: &Reaper, spec: &Spec) -> Result<Process> {
         cmd.pre_exec(move || child.apply());
     }
     let (pid, exit) = reaper.spawn(&mut cmd).map_err(|e| {
-        let what = format!("starting {program:?} (argv[0] {arg0:?})");
-        Error::io(what, e)
+        Error::io(
+            "starting",
+            format_args!("{program:?} (argv[0] {arg0:?})"),
+            e,
+        )
     })?;
     // The child's ends of the pipes or pty live in `cmd`; close them so that end of output is
     // seen once the execution's processes close theirs.
     drop(cmd);
     let stream = |fd: OwnedFd| {
-        FdStream::new(fd).map_err(|e| Error::io("registering an execution's stdio", e))
+        FdStream::new(fd).map_err(|e| Error::io("registering", "an execution's stdio", e))
     };
     Ok(Process {
         pid,
@@ -131,7 +134,7 @@ pub fn spawn(root: &BoxRoot, reaper: &Reaper, spec: &Spec) -> Result<Process> {
 /// Resizes an execution's terminal (its pty master).
 pub fn resize(master: &FdStream, rows: u16, cols: u16) -> Result<()> {
     rustix::termios::tcsetwinsize(master.fd(), winsize(rows, cols))
-        .map_err(|e| Error::io("resizing the terminal", e.into()))
+        .map_err(|e| Error::io("resizing", "the terminal", e.into()))
 }
 
 /// The byte that ends input on a terminal in canonical mode (`VEOF`, normally ^D), or `None`
@@ -238,20 +241,21 @@ fn winsize(rows: u16, cols: u16) -> Winsize {
 }
 
 fn open_pty(rows: u16, cols: u16) -> Result<(OwnedFd, OwnedFd)> {
-    let io = |what: &str, e: rustix::io::Errno| Error::io(what.to_owned(), e.into());
+    let io = |op, path, e: rustix::io::Errno| Error::io(op, path, e.into());
     let flags = OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC;
-    let master = rustix::pty::openpt(flags).map_err(|e| io("opening /dev/ptmx", e))?;
-    rustix::pty::grantpt(&master).map_err(|e| io("granting a pty", e))?;
-    rustix::pty::unlockpt(&master).map_err(|e| io("unlocking a pty", e))?;
+    let master = rustix::pty::openpt(flags).map_err(|e| io("opening", "/dev/ptmx", e))?;
+    rustix::pty::grantpt(&master).map_err(|e| io("granting", "a pty", e))?;
+    rustix::pty::unlockpt(&master).map_err(|e| io("unlocking", "a pty", e))?;
     rustix::termios::tcsetwinsize(&master, winsize(rows, cols))
-        .map_err(|e| io("setting a pty's size", e))?;
+        .map_err(|e| io("setting the size of", "a pty", e))?;
     let slave = rustix::pty::ioctl_tiocgptpeer(&master, flags)
-        .map_err(|e| io("opening a pty's slave", e))?;
+        .map_err(|e| io("opening the slave of", "a pty", e))?;
     Ok((master, slave))
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    rustix::pipe::pipe_with(PipeFlags::CLOEXEC).map_err(|e| Error::io("creating a pipe", e.into()))
+    rustix::pipe::pipe_with(PipeFlags::CLOEXEC)
+        .map_err(|e| Error::io("creating", "a pipe", e.into()))
 }
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
@@ -260,5 +264,5 @@ fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
 
 fn dup_borrowed(fd: std::os::fd::BorrowedFd<'_>) -> Result<OwnedFd> {
     rustix::io::fcntl_dupfd_cloexec(fd, 3)
-        .map_err(|e| Error::io("duplicating a descriptor", e.into()))
+        .map_err(|e| Error::io("duplicating", "a descriptor", e.into()))
 }

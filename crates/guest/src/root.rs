@@ -42,7 +42,7 @@ impl BoxRoot {
                 OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(|e| Error::io(format!("opening the box root {}", p.display()), e.into()))
+            .map_err(|e| Error::io("opening the box root", p.display(), e.into()))
         };
         let dir = open(path)?;
         let exec_dir = if chroot {
@@ -91,7 +91,8 @@ impl BoxRoot {
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => {
                 return Err(Error::io(
-                    format!("opening {box_path} in the box"),
+                    "opening",
+                    format_args!("{box_path} in the box"),
                     e.into(),
                 ));
             }
@@ -99,7 +100,7 @@ impl BoxRoot {
         let mut file = std::fs::File::from(fd);
         let mut text = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, max_len + 1), &mut text)
-            .map_err(|e| Error::io(format!("reading {box_path} in the box"), e))?;
+            .map_err(|e| Error::io("reading", format_args!("{box_path} in the box"), e))?;
         if text.len() as u64 > max_len {
             return Err(Error::Invalid(format!(
                 "{box_path} in the box is over {max_len} bytes; refusing to read it"
@@ -173,7 +174,11 @@ impl BoxRoot {
             Errno::NOENT | Errno::NOTDIR => Error::NotFound(format!(
                 "working directory {cwd:?} does not exist in the box"
             )),
-            e => Error::io(format!("opening working directory {cwd:?}"), e.into()),
+            e => Error::io(
+                "opening the working directory",
+                format_args!("{cwd:?}"),
+                e.into(),
+            ),
         })?;
         if self.chroot {
             Ok(Path::new("/").join(cwd))

@@ -27,7 +27,7 @@ pub fn unpack(root: &BoxRoot, dest: &str, input: impl Read) -> Result<untar::Rep
 /// its errno as everywhere in the agent.
 fn upload_error(dest: &str, e: untar::Error) -> Error {
     match e {
-        untar::Error::Read(source) => Error::io(format!("receiving the upload to {dest}"), source),
+        untar::Error::Read(source) => Error::io("receiving the upload to", dest, source),
         untar::Error::Io { op, path, source } => {
             if source.raw_os_error() == Some(Errno::PERM.raw_os_error())
                 && !rustix::process::geteuid().is_root()
@@ -37,7 +37,13 @@ fn upload_error(dest: &str, e: untar::Error) -> Error {
                      run as root)"
                 ));
             }
-            Error::io(format!("upload to {dest}: cannot {op} {path}"), source)
+            // untar's operation is not a `&'static str`; the message keeps its "cannot {op} {path}"
+            // wording, after the destination as every upload error does.
+            Error::io(
+                "upload to",
+                format_args!("{dest}: cannot {op} {path}"),
+                source,
+            )
         }
         e => Error::Invalid(format!("upload to {dest}: {e}")),
     }
@@ -52,27 +58,36 @@ fn open_or_create_dest(root: &BoxRoot, dest: &str) -> Result<OwnedFd> {
         match root.open_in(&prefix, flags, Mode::empty()) {
             Ok(_) => continue,
             Err(Errno::NOENT) => {}
-            Err(e) => return Err(dest_error(dest, &prefix, e)),
+            Err(e) => return Err(dest_error(dest, "opening", &prefix, e)),
         }
         let parent = prefix.rsplit_once('/').map_or("", |(p, _)| p);
         let parent_fd = root
             .open_in(parent, flags, Mode::empty())
-            .map_err(|e| dest_error(dest, parent, e))?;
+            .map_err(|e| dest_error(dest, "opening", parent, e))?;
         match rustix::fs::mkdirat(&parent_fd, comp, Mode::from_bits_truncate(0o755)) {
             Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(dest_error(dest, &prefix, e)),
+            Err(e) => return Err(dest_error(dest, "creating", &prefix, e)),
         }
     }
     root.open_in(dest, flags, Mode::empty())
-        .map_err(|e| dest_error(dest, dest, e))
+        .map_err(|e| dest_error(dest, "opening", dest, e))
 }
 
-fn dest_error(dest: &str, at: &str, e: Errno) -> Error {
+fn dest_error(dest: &str, op: &'static str, at: &str, e: Errno) -> Error {
     match e {
         Errno::NOTDIR => Error::Invalid(format!(
             "upload destination {dest}: {at} exists in the box and is not a directory"
         )),
-        e => Error::io(format!("upload destination {dest}: {at}"), e.into()),
+        e if at == dest => Error::io(
+            op,
+            format_args!("the upload destination {dest} in the box"),
+            e.into(),
+        ),
+        e => Error::io(
+            op,
+            format_args!("{at} in the box (a parent of the upload destination {dest})"),
+            e.into(),
+        ),
     }
 }
 

@@ -76,7 +76,7 @@ pub fn build(config: VmConfig) -> Result<Machine> {
             .read(true)
             .write(!disk.read_only)
             .open(&disk.path)
-            .map_err(Error::io(format!("opening disk {}", disk.path.display())))?;
+            .map_err(Error::io("opening disk", &disk.path))?;
         let name = format!("boxlite-vd{}", (b'a' + i as u8) as char);
         devices.push(Box::new(Block::new(file, disk.read_only, &name)?));
     }

@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything that can go wrong while building or running a VM.
 #[derive(Debug, thiserror::Error)]
@@ -41,12 +41,15 @@ pub enum Error {
     /// The configuration is invalid.
     #[error("configuration: {0}")]
     Config(String),
-    /// A host I/O operation failed; `what` names it.
-    #[error("{what}: {source}")]
+    /// A host I/O operation on a path (or another object: a socket, an eventfd) failed.
+    #[error("{op} {}: {source}", path.display())]
     Io {
-        /// The operation that failed.
-        what: String,
+        /// What was being done, e.g. "opening disk".
+        op: &'static str,
+        /// The path or object it was done to.
+        path: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
     /// The guest drove a device into an invalid state (the device is marked as needing reset).
@@ -63,9 +66,26 @@ impl Error {
         move |source| Error::Kvm { what, source }
     }
 
-    /// Wraps an I/O error with what was being done.
-    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
-        let what = what.into();
-        move |source| Error::Io { what, source }
+    /// Wraps an I/O error with the operation and the path (or object) it was done to, for
+    /// `.map_err(Error::io("opening disk", &path))`.
+    pub fn io(op: &'static str, path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.as_ref().to_path_buf();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_errors_name_the_operation_and_the_path() {
+        let source = std::io::Error::from_raw_os_error(2);
+        let err = Error::io("opening disk", "/var/disk.img")(source);
+        let msg = err.to_string();
+        assert!(msg.starts_with("opening disk /var/disk.img: "), "{msg}");
+        assert!(
+            matches!(&err, Error::Io { op: "opening disk", path, .. } if path == Path::new("/var/disk.img"))
+        );
     }
 }

@@ -38,15 +38,18 @@ pub struct EventLoop {
 impl EventLoop {
     /// A loop over `transports`' queue eventfds.
     pub fn new(transports: Vec<SharedTransport>) -> Result<EventLoop> {
-        let epoll = Epoll::new().map_err(Error::io("epoll_create"))?;
-        let stop = Arc::new(EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating an eventfd"))?);
+        let epoll = Epoll::new().map_err(Error::io("creating", "an epoll instance"))?;
+        let stop = Arc::new(
+            EventFd::new(EFD_NONBLOCK)
+                .map_err(Error::io("creating", "the event loop's stop eventfd"))?,
+        );
         epoll
             .ctl(
                 ControlOperation::Add,
                 stop.as_raw_fd(),
                 EpollEvent::new(EventSet::IN, STOP),
             )
-            .map_err(Error::io("epoll_ctl"))?;
+            .map_err(Error::io("watching", "the event loop's stop eventfd"))?;
         for (d, t) in transports.iter().enumerate() {
             let t = lock(t);
             for q in 0..t.queue_count() {
@@ -58,7 +61,12 @@ impl EventLoop {
                             e.as_raw_fd(),
                             EpollEvent::new(EventSet::IN, token),
                         )
-                        .map_err(Error::io("epoll_ctl"))?;
+                        .map_err(|err| {
+                            Error::io(
+                                "watching",
+                                format!("the eventfd of queue {q} of device {d}"),
+                            )(err)
+                        })?;
                 }
             }
         }
@@ -117,7 +125,7 @@ impl EventLoop {
             let n = match self.epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("epoll_wait")(e)),
+                Err(e) => return Err(Error::io("waiting on", "the epoll instance")(e)),
             };
             for event in &events[..n] {
                 let token = event.data();

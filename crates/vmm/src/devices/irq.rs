@@ -16,7 +16,8 @@ pub struct IrqLine {
 impl IrqLine {
     /// A new line for `gsi`.
     pub fn new(gsi: u32) -> Result<IrqLine> {
-        let event = EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating an irq eventfd"))?;
+        let event = EventFd::new(EFD_NONBLOCK)
+            .map_err(Error::io("creating", format!("the eventfd of irq {gsi}")))?;
         Ok(IrqLine { gsi, event })
     }
 

@@ -117,8 +117,9 @@ impl MmioTransport {
         for &max in device.queue_max_sizes() {
             queues
                 .push(Queue::new(max).map_err(|e| Error::Config(format!("queue of {max}: {e}")))?);
-            queue_events
-                .push(EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating a queue eventfd"))?);
+            queue_events.push(
+                EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating", "a queue eventfd"))?,
+            );
         }
         Ok(MmioTransport {
             device,

@@ -36,7 +36,7 @@ impl Block {
     pub fn new(file: File, read_only: bool, id: &str) -> Result<Block> {
         let len = file
             .metadata()
-            .map_err(Error::io("reading the disk's size"))?
+            .map_err(Error::io("reading the size of disk", id))?
             .len();
         let mut id_bytes = [0u8; ID_LEN];
         let n = id.len().min(ID_LEN);

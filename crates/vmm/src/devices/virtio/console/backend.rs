@@ -29,7 +29,7 @@ impl Backend {
     pub fn listen(listener: UnixListener) -> Result<Backend> {
         listener
             .set_nonblocking(true)
-            .map_err(Error::io("console socket"))?;
+            .map_err(Error::io("making non-blocking", "the console socket"))?;
         Ok(Backend {
             listener: Some(listener),
             client: None,
@@ -40,7 +40,7 @@ impl Backend {
     pub fn stream(stream: UnixStream) -> Result<Backend> {
         stream
             .set_nonblocking(true)
-            .map_err(Error::io("console socket"))?;
+            .map_err(Error::io("making non-blocking", "the console socket"))?;
         Ok(Backend {
             listener: None,
             client: Some(stream),

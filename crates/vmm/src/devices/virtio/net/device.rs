@@ -42,7 +42,7 @@ impl Net {
     pub fn new(stream: UnixStream, mac: [u8; 6]) -> Result<Net> {
         stream
             .set_nonblocking(true)
-            .map_err(Error::io("network socket"))?;
+            .map_err(Error::io("making non-blocking", "the network socket"))?;
         Ok(Net {
             stream: Some(stream),
             mac,

@@ -39,10 +39,7 @@ fn fill(buf: &mut [u8]) -> Result<()> {
             if e.kind() == std::io::ErrorKind::Interrupted {
                 continue;
             }
-            return Err(Error::Io {
-                what: "getrandom".into(),
-                source: e,
-            });
+            return Err(Error::io("reading random bytes from", "getrandom")(e));
         }
         done += n as usize;
     }
