@@ -19,7 +19,10 @@ pub fn prepare(home: &Path) -> Result<()> {
     if let Some(parent) = home.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("creating", parent, e))?;
     }
-    match std::fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(home) {
+    match std::fs::DirBuilder::new()
+        .mode(PRIVATE_DIR_MODE)
+        .create(home)
+    {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io("creating", home, e)),

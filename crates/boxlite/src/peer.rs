@@ -6,9 +6,7 @@ use tokio::net::UnixStream;
 
 /// Whether the peer of `stream` runs as this process's user or as root.
 pub fn is_trusted(stream: &UnixStream) -> bool {
-    stream
-        .peer_cred()
-        .is_ok_and(|cred| trusted_uid(cred.uid()))
+    stream.peer_cred().is_ok_and(|cred| trusted_uid(cred.uid()))
 }
 
 /// Whether `uid` may talk to this user's boxes.

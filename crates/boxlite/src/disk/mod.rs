@@ -15,12 +15,12 @@ mod tests;
 
 use std::path::Path;
 
-#[cfg(test)]
-pub use base::{ensure_base_disk, remove_base_disk};
 pub use base::{
     SCRATCH_PREFIX, ensure_base_disk_locked, lock_base_disk, remove_base_disk_locked,
     try_lock_base_disk,
 };
+#[cfg(test)]
+pub use base::{ensure_base_disk, remove_base_disk};
 pub use file::remove_tree;
 
 use crate::error::{Error, Result};

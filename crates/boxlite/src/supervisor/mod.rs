@@ -143,8 +143,14 @@ impl Supervisor {
             }
         };
         self.db.mark_vm_started(id, vm.id())?;
-        let connected =
-            boot::connect(&mut vm, &spec, channel, self.args.boot_timeout, console_start).await;
+        let connected = boot::connect(
+            &mut vm,
+            &spec,
+            channel,
+            self.args.boot_timeout,
+            console_start,
+        )
+        .await;
         let (guest, hello) = match connected {
             Ok(connected) => connected,
             Err(e) => {
@@ -307,8 +313,9 @@ impl Supervisor {
     /// Records how the VM ended, and removes the box if it asked for that.
     fn finish(&self, ending: &Ending) -> Result<()> {
         if self.record.options.auto_remove {
-            self.db.remove_box(&self.record.id)?;
+            // Files first: once the row is gone, a reader must find nothing of the box.
             let _ = std::fs::remove_dir_all(self.paths.dir());
+            self.db.remove_box(&self.record.id)?;
             return Ok(());
         }
         self.db.mark_ended(&self.record.id, ending)
