@@ -71,7 +71,12 @@ impl Shared {
             return Ok(record);
         }
         let lock = self.layout.box_dir(&record.id).supervisor_lock();
-        // Probed inside the transaction: a supervisor takes the lock before it records
+        // A live supervisor (the usual case) needs no write: reading a box must work on a
+        // full disk, and must not queue behind every writer.
+        if liveness::is_held(&lock)? {
+            return Ok(record);
+        }
+        // Probed again inside the transaction: a supervisor takes the lock before it records
         // `starting`, so a box starting right now is never marked crashed.
         self.db.mark_ended_if_gone(
             &record.id,

@@ -5,6 +5,7 @@
 //! line (`ok` or `error: …`) then EOF, so no descriptor numbers are agreed across processes.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -30,6 +31,7 @@ pub fn launch(supervisor: &SupervisorCommand, args: &SupervisorArgs, log: &Path)
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::home::PRIVATE_FILE_MODE)
         .open(log)
         .map_err(|e| Error::io("opening", log, e))?;
     let mut command = Command::new(&supervisor.program);
