@@ -36,8 +36,9 @@ pub enum Error {
     /// An image operation failed (not imported, damaged, cannot be unpacked).
     #[error(transparent)]
     Image(#[from] oci_layers::Error),
-    /// Talking to the guest agent (or the box's supervisor) failed.
-    #[error("{what}: {source}")]
+    /// Talking to the guest agent (or the box's supervisor) failed. The guest's words are
+    /// shown with their control characters escaped.
+    #[error("{what}: {}", crate::text::printable(&source.to_string()))]
     Protocol {
         /// What was being done.
         what: String,

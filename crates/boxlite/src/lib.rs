@@ -85,6 +85,7 @@ mod peer;
 mod runtime;
 mod state;
 mod supervisor;
+mod text;
 
 pub use copy::CopyOutReport;
 pub use defaults::{image_command, run_argv};
@@ -103,6 +104,7 @@ pub use options::{
 };
 pub use runtime::Runtime;
 pub use state::BoxState;
+pub use text::printable;
 
 /// The supervisor's `main` (a box's VM owner): reads its arguments from stdin. For the
 /// `boxlite-supervisor` binary and programs that serve as their own supervisor.

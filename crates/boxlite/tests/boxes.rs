@@ -52,6 +52,34 @@ async fn lifecycle_exec_and_a_disk_that_persists() {
     // A command that does not exist: the agent's error, naming it.
     let err = bx.exec(BoxCommand::new("no-such-cmd")).await.unwrap_err();
     assert!(err.to_string().contains("no-such-cmd"), "{err}");
+    // The guest's words never carry a terminal escape into an error message.
+    let err = bx
+        .exec(BoxCommand::new("evil\x1b]0;owned\x07\x1b[2J"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains('\x1b') && !err.contains('\x07'), "{err:?}");
+    assert!(err.contains("evil"), "{err:?}");
+    // A NUL byte is refused before anything reaches the guest, naming the field.
+    let err = bx.exec(BoxCommand::new("a\0b")).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOption {
+                option: "command",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = bx
+        .exec(BoxCommand::new("true").env("K", "v\0w"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidOption { option: "env", .. }),
+        "{err}"
+    );
 
     // stdin streams in, and one exec streams while another runs.
     let mut streaming = bx.exec(BoxCommand::new("cat")).await.unwrap();
@@ -192,6 +220,13 @@ async fn boxes_of_one_image_are_isolated() {
     let supervisor = a.info().await.unwrap().supervisor_pid.unwrap();
     let vm = a.info().await.unwrap().vm_pid.unwrap();
     rt.remove("iso-a", RemoveMode::Kill).await.unwrap();
+    // A grace longer than any clock can count is not a panic: the guest powers off.
+    rt.get("iso-b")
+        .await
+        .unwrap()
+        .stop_with_grace(Duration::MAX)
+        .await
+        .unwrap();
     rt.remove("iso-b", RemoveMode::Kill).await.unwrap();
     assert!(rt.list().await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -272,6 +307,46 @@ async fn bad_requests_get_clear_errors() {
         "{err}"
     );
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
+
+    // NUL bytes are refused at create, naming the field.
+    for (field, options) in [
+        ("user", {
+            let mut o = BoxOptions::new(IMAGE);
+            o.user = Some("ro\0ot".into());
+            o
+        }),
+        ("env", {
+            let mut o = BoxOptions::new(IMAGE);
+            o.env = vec![("A".into(), "x\0y".into())];
+            o
+        }),
+        ("command", {
+            let mut o = BoxOptions::new(IMAGE);
+            o.command = vec!["sh\0".into()];
+            o
+        }),
+    ] {
+        let err = rt.create(options).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidOption { option, .. } if *option == field),
+            "{field}: {err}"
+        );
+    }
+    // More vCPUs than the engine runs: refused at create (boxlite-vmm's limit is 32; the
+    // engine is forced so that the limit, not kvm_pvm, is what refuses).
+    let mut forced = fx.options();
+    forced.vmm = Some("/bin/true".into());
+    forced.force_kvm = true;
+    let rt_kvm = boxlite::Runtime::open(forced).unwrap();
+    let mut options = BoxOptions::new(IMAGE);
+    options.engine = boxlite::EngineKind::Kvm;
+    options.cpus = 33;
+    let err = rt_kvm.create(options).await.unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidOption { option: "cpus", .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("at most 32"), "{err}");
 
     let options = support::named("taken");
     rt.create(options.clone()).await.unwrap();

@@ -117,7 +117,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("boxlite: error: {}", describe(&err));
+            eprintln!("boxlite: error: {}", boxlite::printable(&describe(&err)));
             ExitCode::from(EXIT_BOXLITE)
         }
     }

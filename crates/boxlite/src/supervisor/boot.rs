@@ -175,7 +175,8 @@ pub fn console_tail(path: &Path, start: u64) -> String {
     if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut tail).is_err() {
         return String::new();
     }
-    String::from_utf8_lossy(&tail).into_owned()
+    // The guest wrote it: shown, never sent to a terminal as it is.
+    crate::text::printable(&String::from_utf8_lossy(&tail))
 }
 
 /// Runs the box's main command, appending its output to the console log; its exit code.
@@ -214,5 +215,20 @@ pub async fn run_main(guest: &Client, request: ExecRequest, console: &Path) -> O
 async fn copy_into(from: Option<protocol::client::ExecOutput>, to: Option<tokio::fs::File>) {
     if let (Some(mut from), Some(mut to)) = (from, to) {
         let _ = tokio::io::copy(&mut from, &mut to).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_console_tail_carries_no_terminal_escapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("console.log");
+        std::fs::write(&log, b"old\nboot \x1b]0;owned\x07\x1b[2Jdone\n").unwrap();
+        let tail = console_tail(&log, 4);
+        assert_eq!(tail, "boot \\x1b]0;owned\\x07\\x1b[2Jdone\n");
+        assert_eq!(console_tail(&dir.path().join("none"), 0), "");
     }
 }

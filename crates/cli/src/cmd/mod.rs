@@ -85,9 +85,11 @@ pub fn command_failure(err: &boxlite::Error) -> Option<(u8, String)> {
     let protocol::Error::Remote { kind, message } = source else {
         return None;
     };
+    // The agent's words: shown with their control characters escaped.
+    let message = boxlite::printable(message);
     match kind {
-        protocol::ErrorKind::NotFound => Some((127, message.clone())),
-        protocol::ErrorKind::PermissionDenied => Some((126, message.clone())),
+        protocol::ErrorKind::NotFound => Some((127, message)),
+        protocol::ErrorKind::PermissionDenied => Some((126, message)),
         _ => None,
     }
 }
