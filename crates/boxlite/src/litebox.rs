@@ -105,6 +105,16 @@ impl LiteBox {
         self.shared.layout.box_dir(&self.id).console_log()
     }
 
+    /// The box's console log files that exist, oldest first: the rotated one
+    /// (`console.log.1`, see [`crate::RuntimeOptions::console_log_limit`]), then the current.
+    pub fn console_logs(&self) -> Vec<PathBuf> {
+        let current = self.console_log();
+        [crate::supervisor::console::rotated(&current), current]
+            .into_iter()
+            .filter(|p| p.is_file())
+            .collect()
+    }
+
     /// The box's record, read on a blocking thread.
     async fn record(&self) -> Result<BoxRecord> {
         let id = self.id.clone();
@@ -163,6 +173,7 @@ impl LiteBox {
                     initramfs: shared.initramfs()?,
                     engine: shared.resolve_engine(record.options.engine)?,
                     boot_timeout: shared.options.boot_timeout,
+                    console_log_limit: shared.options.console_log_limit,
                 };
                 let supervisor = shared.supervisor()?;
                 let log = paths.supervisor_log();

@@ -62,6 +62,9 @@ pub struct RuntimeOptions {
     /// Let the kvm engine run where /dev/kvm is not hardware KVM (`kvm_pvm`), for
     /// experiments: Linux guests die there.
     pub force_kvm: bool,
+    /// The most bytes of a box's console log file: past it the log is rotated once
+    /// (`console.log.1`), so a guest that writes forever keeps at most twice this on disk.
+    pub console_log_limit: u64,
 }
 
 impl RuntimeOptions {
@@ -78,6 +81,7 @@ impl RuntimeOptions {
             progress: false,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             force_kvm: false,
+            console_log_limit: crate::supervisor::console::DEFAULT_CONSOLE_LOG_LIMIT,
         }
     }
 }

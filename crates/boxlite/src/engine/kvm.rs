@@ -88,8 +88,8 @@ impl Engine for Kvm {
                     }
                     command.arg("--disk").arg(value);
                 }
-                Device::Console { log } => {
-                    command.arg("--serial-log").arg(log);
+                Device::Console { fd } => {
+                    command.args(["--serial-fd", &fd.to_string()]);
                 }
                 Device::Agent { fd } => {
                     command.args(["--console-fd", &fd.to_string()]);
@@ -130,7 +130,7 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("--console-fd 3"), "{args}");
-        assert!(args.contains("--serial-log /b/console.log"), "{args}");
+        assert!(args.contains("--serial-fd 4"), "{args}");
         assert!(args.contains("--cpus 2 --memory 256"), "{args}");
         assert!(args.contains("reboot=k"), "{args}");
         assert!(args.contains("boxlite.port=/dev/hvc0"), "{args}");

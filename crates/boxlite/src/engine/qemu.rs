@@ -116,10 +116,10 @@ impl Engine for Qemu {
                         .arg("-device")
                         .arg(format!("virtio-blk-device,drive={id}"));
                 }
-                Device::Console { log } => {
+                Device::Console { fd } => {
                     command
                         .arg("-chardev")
-                        .arg(option("file,id=console,path=", log, ",append=on"))
+                        .arg(format!("socket,id=console,fd={fd}"))
                         .args(["-serial", "chardev:console"]);
                 }
                 Device::Agent { fd } => {
@@ -181,7 +181,10 @@ mod tests {
         assert!(args.contains("boxlite.hostname=web-1 boxlite.port=agent"));
         assert!(args.contains("virtserialport,chardev=agent,name=agent"));
         assert!(args.contains("socket,id=agent,fd=3"), "{args}");
-        assert!(args.contains("path=/b/console.log,append=on"));
+        assert!(
+            args.contains("socket,id=console,fd=4 -serial chardev:console"),
+            "{args}"
+        );
         let kvm = self::args(true);
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
     }

@@ -32,10 +32,11 @@ pub enum Device {
         /// Attached read-only (the guest's writes fail).
         read_only: bool,
     },
-    /// The guest's serial console, appended to a file.
+    /// The guest's serial console: a connected Unix socket inherited by the VM process as
+    /// descriptor `fd`, read by the supervisor (which keeps the log, capped).
     Console {
-        /// The file the console's output is appended to.
-        log: PathBuf,
+        /// The descriptor number in the VM process.
+        fd: i32,
     },
     /// The agent's channel: one end of a connected Unix socket pair, inherited by the VM
     /// process as descriptor `fd`; the supervisor holds the other end, so there is no path
@@ -88,10 +89,8 @@ impl VmSpec {
                     path: "/b/disk.ext4".into(),
                     read_only: false,
                 },
-                Device::Console {
-                    log: "/b/console.log".into(),
-                },
                 Device::Agent { fd: 3 },
+                Device::Console { fd: 4 },
             ],
         }
     }

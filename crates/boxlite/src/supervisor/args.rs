@@ -31,6 +31,8 @@ pub struct SupervisorArgs {
     pub engine: ResolvedEngine,
     /// How long the boot may take.
     pub boot_timeout: Duration,
+    /// The most bytes of one console log file (it is rotated once past this).
+    pub console_log_limit: u64,
 }
 
 impl SupervisorArgs {
@@ -83,6 +85,7 @@ mod tests {
                 forced: false,
             },
             boot_timeout: Duration::from_millis(1500),
+            console_log_limit: 1 << 20,
         };
         let bytes = args.to_bytes().unwrap();
         assert_eq!(SupervisorArgs::read(bytes.as_slice()).unwrap(), args);

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use protocol::client::Client;
 use protocol::{ExecRequest, Hello};
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 
-use crate::engine::{Device, VmSpec};
+use super::console::{ConsoleLog, Mark};
+use crate::engine::VmSpec;
 use crate::error::{Error, Result};
 
 /// The most console output an error message quotes.
@@ -98,7 +98,7 @@ pub async fn connect(
     spec: &VmSpec,
     channel: std::os::unix::net::UnixStream,
     timeout: Duration,
-    console_start: u64,
+    console: &mut Console,
 ) -> Result<(Client, Hello)> {
     channel
         .set_nonblocking(true)
@@ -111,39 +111,60 @@ pub async fn connect(
             .map_err(|e| Error::protocol("greeting the box's agent", e))
     };
     let outcome = tokio::select! {
-        connected = boot => connected,
-        status = vm.wait() => Err(boot_error(
-            match status {
+        connected = boot => connected.map_err(|e| e.to_string()),
+        status = vm.wait() => {
+            // Everything the VM wrote is in the log once its end of the console closes.
+            console.drain(CONSOLE_DRAIN).await;
+            Err(match status {
                 Ok(status) => format!("the VM ended during boot ({status})"),
                 Err(e) => format!("the VM ended during boot: {e}"),
-            },
-            spec,
-            console_start,
-        )),
-        () = tokio::time::sleep(timeout) => Err(boot_error(
-            format!("the guest did not answer within {timeout:?} (a longer boot timeout \
-                waits longer)"),
-            spec,
-            console_start,
+            })
+        }
+        () = tokio::time::sleep(timeout) => Err(format!(
+            "the guest did not answer within {timeout:?} (a longer boot timeout waits longer)"
         )),
     };
     let (client, hello) = match outcome {
         Ok(connected) => connected,
-        Err(Error::Boot { message, console }) => return Err(Error::Boot { message, console }),
-        Err(e) => return Err(boot_error(e.to_string(), spec, console_start)),
+        Err(message) => return Err(boot_error(message, spec, console)),
     };
     if hello.capabilities.iter().any(|c| c == ROOT_FAILED) {
         return Err(boot_error(
             "the guest could not build the box's root filesystem (disk full or damaged?)".into(),
             spec,
-            console_start,
+            console,
         ));
     }
     Ok((client, hello))
 }
 
+/// How long a boot failure waits for the console's last words to reach the log.
+const CONSOLE_DRAIN: Duration = Duration::from_secs(2);
+
+/// The box's console as the boot sees it: the log, where this boot started in it, and the
+/// task that copies the VM's console into it.
+pub struct Console {
+    /// The log.
+    pub log: ConsoleLog,
+    /// Where this boot started in it.
+    pub start: Mark,
+    /// The log's file.
+    pub path: std::path::PathBuf,
+    /// The copying task, until it is drained.
+    pub pump: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Console {
+    /// Waits up to `patience` for the VM's console to close and its output to be logged.
+    pub async fn drain(&mut self, patience: Duration) {
+        if let Some(pump) = self.pump.take() {
+            let _ = tokio::time::timeout(patience, pump).await;
+        }
+    }
+}
+
 /// A boot error quoting what this boot wrote to the console, and what the VM process said.
-fn boot_error(message: String, spec: &VmSpec, console_start: u64) -> Error {
+fn boot_error(message: String, spec: &VmSpec, console: &Console) -> Error {
     let vm_said = console_tail(&spec.vm_log, 0);
     let message = if vm_said.trim().is_empty() {
         message
@@ -152,16 +173,8 @@ fn boot_error(message: String, spec: &VmSpec, console_start: u64) -> Error {
     };
     Error::Boot {
         message,
-        console: console_log(spec).map_or_else(String::new, |log| console_tail(log, console_start)),
+        console: console_tail(&console.path, console.log.offset_of(console.start)),
     }
-}
-
-/// The spec's console log, if it has a console.
-fn console_log(spec: &VmSpec) -> Option<&Path> {
-    spec.devices.iter().find_map(|d| match d {
-        Device::Console { log } => Some(log.as_path()),
-        _ => None,
-    })
 }
 
 /// The last [`CONSOLE_TAIL_BYTES`] of `path` written after byte `start`.
@@ -180,31 +193,18 @@ pub fn console_tail(path: &Path, start: u64) -> String {
 }
 
 /// Runs the box's main command, appending its output to the console log; its exit code.
-pub async fn run_main(guest: &Client, request: ExecRequest, console: &Path) -> Option<i32> {
-    let log = tokio::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(console)
-        .await
-        .ok();
+pub async fn run_main(guest: &Client, request: ExecRequest, log: ConsoleLog) -> Option<i32> {
     let mut running = match guest.exec(request).await {
         Ok(running) => running,
         Err(e) => {
-            if let Some(mut log) = log {
-                let _ = log
-                    .write_all(format!("boxlite: the box's command failed: {e}\n").as_bytes())
-                    .await;
-            }
+            log.append(format!("boxlite: the box's command failed: {e}\n").as_bytes());
             return Some(127);
         }
     };
     drop(running.stdin.take());
     let out = running.stdout.take();
     let err = running.stderr.take();
-    if let Some(log) = log {
-        let log2 = log.try_clone().await.ok();
-        tokio::join!(copy_into(out, Some(log)), copy_into(err, log2));
-    }
+    tokio::join!(copy_into(out, log.clone()), copy_into(err, log));
     running
         .wait()
         .await
@@ -212,9 +212,20 @@ pub async fn run_main(guest: &Client, request: ExecRequest, console: &Path) -> O
         .and_then(|s| s.code.or(s.signal.map(|s| 128 + s)))
 }
 
-async fn copy_into(from: Option<protocol::client::ExecOutput>, to: Option<tokio::fs::File>) {
-    if let (Some(mut from), Some(mut to)) = (from, to) {
-        let _ = tokio::io::copy(&mut from, &mut to).await;
+/// Appends what `from` delivers to `log` until its end.
+async fn copy_into(from: Option<protocol::client::ExecOutput>, log: ConsoleLog) {
+    let Some(mut from) = from else {
+        return;
+    };
+    let mut buf = vec![0u8; 64 << 10];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut from, &mut buf).await {
+        if n == 0 {
+            return;
+        }
+        let chunk = buf[..n].to_vec();
+        let log = log.clone();
+        // A file write: off the supervisor's one async thread.
+        let _ = tokio::task::spawn_blocking(move || log.append(&chunk)).await;
     }
 }
 

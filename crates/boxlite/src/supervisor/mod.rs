@@ -10,6 +10,7 @@
 
 mod args;
 mod boot;
+pub(crate) mod console;
 pub(crate) mod launch;
 mod relay;
 
@@ -34,6 +35,7 @@ use crate::layout::{BoxPaths, Layout};
 use crate::liveness;
 use crate::peer;
 use crate::state::{BoxRecord, BoxState, Ending, StateDb};
+use console::ConsoleLog;
 use launch::Ready;
 use relay::{Control, RelayStats};
 
@@ -43,6 +45,9 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// The descriptor number of the agent channel in the VM process.
 const AGENT_FD: i32 = 3;
+
+/// The descriptor number of the serial console in the VM process.
+const CONSOLE_FD: i32 = 4;
 
 /// How long a guest that was asked to power off gets before its VM is killed.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -123,18 +128,33 @@ impl Supervisor {
     async fn run(&self, ready: &mut Ready) -> Result<()> {
         let spec = self.spec()?;
         remove_stale(&self.paths.box_socket())?;
-        // The agent channel: a connected pair, one end inherited by the VM process.
+        // The agent channel and the serial console: connected pairs, one end of each
+        // inherited by the VM process.
         let (channel, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("creating", "the agent channel", e))?;
+        let (console_ours, console_theirs) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::io("creating", "the console channel", e))?;
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
-        let console_start = file_len(&self.paths.console_log());
+        let log = ConsoleLog::open(&self.paths.console_log(), self.args.console_log_limit)?;
+        let mut console = boot::Console {
+            start: log.mark(),
+            path: self.paths.console_log(),
+            pump: Some(tokio::spawn(log.clone().pump(console_ours))),
+            log: log.clone(),
+        };
         let started = Instant::now();
-        let inherited = vec![boot::Inherited {
-            fd: theirs.into(),
-            number: AGENT_FD,
-        }];
+        let inherited = vec![
+            boot::Inherited {
+                fd: theirs.into(),
+                number: AGENT_FD,
+            },
+            boot::Inherited {
+                fd: console_theirs.into(),
+                number: CONSOLE_FD,
+            },
+        ];
         let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec, inherited) {
             Ok(vm) => vm,
             Err(e) => {
@@ -148,7 +168,7 @@ impl Supervisor {
             &spec,
             channel,
             self.args.boot_timeout,
-            console_start,
+            &mut console,
         )
         .await;
         let (guest, hello) = match connected {
@@ -165,7 +185,9 @@ impl Supervisor {
             UnixListener::bind(&socket).map_err(|e| Error::io("listening on", &socket, e))?;
         self.db.mark_running(id, boot_ms)?;
         ready.succeed();
-        let ending = self.serve(&mut vm, Arc::new(guest), hello, listener).await;
+        let ending = self
+            .serve(&mut vm, Arc::new(guest), hello, listener, log)
+            .await;
         let _ = std::fs::remove_file(&socket);
         self.finish(&ending)
     }
@@ -197,10 +219,8 @@ impl Supervisor {
                     path: self.paths.disk(),
                     read_only: false,
                 },
-                Device::Console {
-                    log: self.paths.console_log(),
-                },
                 Device::Agent { fd: AGENT_FD },
+                Device::Console { fd: CONSOLE_FD },
             ],
         })
     }
@@ -212,16 +232,16 @@ impl Supervisor {
         guest: Arc<Client>,
         hello: Hello,
         listener: UnixListener,
+        log: ConsoleLog,
     ) -> Ending {
         let stats = Arc::new(RelayStats::default());
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
         let (main_tx, mut main_rx) = mpsc::channel::<Option<i32>>(1);
         if !self.record.options.command.is_empty() {
             let request = self.main_request();
-            let console = self.paths.console_log();
             let guest = guest.clone();
             tokio::spawn(async move {
-                let code = boot::run_main(&guest, request, &console).await;
+                let code = boot::run_main(&guest, request, log).await;
                 let _ = main_tx.send(code).await;
             });
         }
@@ -350,10 +370,6 @@ fn remove_stale(socket: &std::path::Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io("removing", socket, e)),
     }
-}
-
-fn file_len(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 fn first_line(e: &Error) -> String {

@@ -82,23 +82,25 @@ pub async fn inspect(global: &Global, args: BoxArg) -> Result<u8> {
     Ok(0)
 }
 
-/// Prints the box's console log (nothing if it never booted).
+/// Prints the box's console log, the rotated part first (nothing if it never booted).
 pub async fn logs(global: &Global, args: BoxArg) -> Result<u8> {
     let runtime = open_runtime(global)?;
     let litebox = runtime.get(&args.key).await?;
-    let path = litebox.console_log();
-    let mut file = match std::fs::File::open(&path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
     let mut out = std::io::stdout().lock();
-    match std::io::copy(&mut file, &mut out).and_then(|_| out.flush()) {
-        Ok(()) => Ok(0),
-        // A reader that stopped early (`| head`) is not a failure of ours.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
-        Err(e) => Err(e).with_context(|| format!("printing {}", path.display())),
+    for path in litebox.console_logs() {
+        let mut file = match std::fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        match std::io::copy(&mut file, &mut out).and_then(|_| out.flush()) {
+            Ok(_) => {}
+            // A reader that stopped early (`| head`) is not a failure of ours.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(0),
+            Err(e) => return Err(e).with_context(|| format!("printing {}", path.display())),
+        }
     }
+    Ok(0)
 }
 
 /// The STATE column: the state, with how a stopped box ended (`exited 0`) or why a box

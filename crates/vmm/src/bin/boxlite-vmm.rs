@@ -264,6 +264,23 @@ fn main() -> ExitCode {
     }
 }
 
+/// Takes the descriptor `fd` the parent left open for us (named by `flag`), refusing the
+/// standard streams and numbers that are not open.
+fn inherited(fd: Option<i32>, flag: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let fd = fd.ok_or_else(|| format!("{flag} needs a descriptor number"))?;
+    if fd < 3 {
+        return Err(format!("{flag} {fd}: not a standard stream"));
+    }
+    // SAFETY: F_GETFD on any number only reports whether it is open; no memory is touched.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{flag} {fd}: no such open descriptor"));
+    }
+    // SAFETY: the descriptor is open (checked above) and was passed to this process for it
+    // alone by its parent, as the flag says; nothing else here owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,21 +298,4 @@ mod tests {
         assert_eq!(parse_mac("52:54:00:12:34"), None);
         assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
     }
-}
-
-/// Takes the descriptor `fd` the parent left open for us (named by `flag`), refusing the
-/// standard streams and numbers that are not open.
-fn inherited(fd: Option<i32>, flag: &str) -> Result<std::os::fd::OwnedFd, String> {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let fd = fd.ok_or_else(|| format!("{flag} needs a descriptor number"))?;
-    if fd < 3 {
-        return Err(format!("{flag} {fd}: not a standard stream"));
-    }
-    // SAFETY: F_GETFD on any number only reports whether it is open; no memory is touched.
-    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-        return Err(format!("{flag} {fd}: no such open descriptor"));
-    }
-    // SAFETY: the descriptor is open (checked above) and was passed to this process for it
-    // alone by its parent, as the flag says; nothing else here owns or closes it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
