@@ -31,14 +31,20 @@ pub fn spawn(std_command: std::process::Command, spec: &VmSpec) -> Result<Child>
         .stdout(Stdio::null())
         .stderr(vm_log)
         .kill_on_drop(true);
+    let supervisor = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-    // which is async-signal-safe; it touches no memory shared with the parent.
+    // getppid(2) and _exit(2), which are async-signal-safe; it touches no memory shared with
+    // the parent.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             // The VM must not outlive its supervisor: a killed supervisor would leave an
             // unreachable VM holding the box's disk.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Died before the line above: no death signal will come, so go now.
+            if u32::try_from(libc::getppid()).ok() != Some(supervisor) {
+                libc::_exit(1);
             }
             Ok(())
         });
