@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protocol::client::Client;
 use protocol::{ExecRequest, TtySize};
+use rustix::process::Signal;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
@@ -214,17 +215,14 @@ impl LiteBox {
             }
         }
         // The supervisor kills the VM on SIGTERM and records the stop.
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for signal in [Signal::TERM, Signal::KILL] {
             let Some(pid) = self.record().await?.supervisor_pid else {
                 break;
             };
-            if !liveness::is_held(&lock)? {
+            // Sent only while the supervisor holds the box's lock as `pid`: never to a
+            // process that merely reuses a dead supervisor's pid.
+            if !liveness::signal_holder(&lock, pid, signal)? {
                 break;
-            }
-            // SAFETY: kill(2) with a pid the live supervisor recorded itself (it holds the
-            // lock, so the pid is still its own) and a valid signal number.
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
             }
             if liveness::wait_free(&lock, KILL_PATIENCE).await? {
                 break;

@@ -100,11 +100,9 @@ impl Drop for Fixture {
         .unwrap_or_default();
         for record in boxes {
             if let Some(pid) = record.supervisor_pid {
-                // SAFETY: kill(2) on a pid this test's boxes recorded; at worst it names a
-                // process that is already gone.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
+                // A pid this test's boxes recorded; at worst it names a process that is
+                // already gone.
+                let _ = boxlite::internals::signal_pid(pid, libc::SIGKILL);
             }
         }
     }
