@@ -33,9 +33,11 @@ const MAX_NOTE_BYTES: u64 = 64;
 /// The most bytes of a holder's command line an error quotes.
 const MAX_CMDLINE_BYTES: usize = 200;
 
-/// How a lock is held.
+/// Shared or exclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// With other shared holders; excludes an exclusive one.
+    Shared,
     /// Alone.
     Exclusive,
 }
@@ -47,6 +49,15 @@ pub fn take(path: &Path) -> Result<Option<File>> {
         Ok(file) => Ok(Some(file)),
         Err(Error::Busy { .. }) => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// Takes the lock at `path` if it is free now, else `None`.
+pub fn try_take(path: &Path) -> Result<Option<File>> {
+    let file = open(path)?;
+    match attempt(&file, path, Mode::Exclusive)? {
+        true => Ok(Some(file)),
+        false => Ok(None),
     }
 }
 
@@ -76,6 +87,7 @@ pub fn lock(path: &Path, mode: Mode, patience: Duration) -> Result<File> {
 /// One non-blocking attempt at `file`'s lock; an exclusive holder writes its pid into it.
 fn attempt(file: &File, path: &Path, mode: Mode) -> Result<bool> {
     let op = match mode {
+        Mode::Shared => FlockOperation::NonBlockingLockShared,
         Mode::Exclusive => FlockOperation::NonBlockingLockExclusive,
     };
     match rustix::fs::flock(file, op) {
@@ -241,8 +253,10 @@ mod tests {
         let held = take(&path).unwrap().unwrap();
         assert!(is_held(&path).unwrap());
         assert_eq!(holder_pid(&path), Some(std::process::id()));
+        assert!(try_take(&path).unwrap().is_none());
         drop(held);
         assert!(!is_held(&path).unwrap());
+        assert!(try_take(&path).unwrap().is_some());
     }
 
     #[test]
@@ -260,6 +274,12 @@ mod tests {
             text.contains(&format!("pid {}", std::process::id())),
             "{text}"
         );
+        // Shared holders coexist, and exclude an exclusive one.
+        drop(_held);
+        let a = lock(&path, Mode::Shared, Duration::ZERO).unwrap();
+        let _b = lock(&path, Mode::Shared, Duration::ZERO).unwrap();
+        assert!(lock(&path, Mode::Exclusive, Duration::ZERO).is_err());
+        drop(a);
     }
 
     #[test]

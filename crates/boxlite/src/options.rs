@@ -62,6 +62,10 @@ pub struct RuntimeOptions {
     /// Let the kvm engine run where /dev/kvm is not hardware KVM (`kvm_pvm`), for
     /// experiments: Linux guests die there.
     pub force_kvm: bool,
+    /// Test hook, not part of the API: the step at which this process (or, for a start's
+    /// steps, the box's supervisor) kills itself as a crash there would.
+    #[doc(hidden)]
+    pub abort_at: Option<String>,
 }
 
 impl RuntimeOptions {
@@ -78,6 +82,7 @@ impl RuntimeOptions {
             progress: false,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             force_kvm: false,
+            abort_at: None,
         }
     }
 }

@@ -81,7 +81,7 @@ pub fn ensure_base_disk_locked(
 /// held by whoever removes it), waiting up to [`BASE_DISK_LOCK_PATIENCE`] for another
 /// holder; past it, [`Error::Busy`] names the lock file and its holder.
 pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<File> {
-    let dir = layout.home().join("locks");
+    let dir = layout.locks_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
     let name = format!(
         "base-disk-{}-{}.lock",

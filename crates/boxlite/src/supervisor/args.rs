@@ -31,6 +31,9 @@ pub struct SupervisorArgs {
     pub engine: ResolvedEngine,
     /// How long the boot may take.
     pub boot_timeout: Duration,
+    /// Test hook: the step at which the supervisor kills itself (see `failpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_at: Option<String>,
 }
 
 impl SupervisorArgs {
@@ -83,6 +86,7 @@ mod tests {
                 forced: false,
             },
             boot_timeout: Duration::from_millis(1500),
+            abort_at: Some("start.vm".into()),
         };
         let bytes = args.to_bytes().unwrap();
         assert_eq!(SupervisorArgs::read(bytes.as_slice()).unwrap(), args);

@@ -30,8 +30,10 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Device, VmSpec};
 use crate::error::{Error, Needs, Result};
+use crate::failpoint;
 use crate::layout::{BoxPaths, Layout};
 use crate::liveness;
+use crate::recover;
 use crate::state::{BoxRecord, BoxState, Ending, StateDb};
 use launch::Ready;
 use relay::{Control, RelayStats};
@@ -118,6 +120,8 @@ impl Supervisor {
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
+        let abort_at = self.args.abort_at.as_deref();
+        failpoint::hit(abort_at, failpoint::START_STARTING);
         let console_start = file_len(&self.paths.console_log());
         let started = Instant::now();
         let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec) {
@@ -128,6 +132,7 @@ impl Supervisor {
             }
         };
         self.db.mark_vm_started(id, vm.id())?;
+        failpoint::hit(abort_at, failpoint::START_VM);
         let connected = boot::connect(&mut vm, &spec, self.args.boot_timeout, console_start).await;
         let (guest, hello) = match connected {
             Ok(connected) => connected,
@@ -142,6 +147,7 @@ impl Supervisor {
         let listener =
             UnixListener::bind(&socket).map_err(|e| Error::io("listening on", &socket, e))?;
         self.db.mark_running(id, boot_ms)?;
+        failpoint::hit(abort_at, failpoint::START_RUNNING);
         ready.succeed();
         let ending = self.serve(&mut vm, Arc::new(guest), hello, listener).await;
         let _ = std::fs::remove_file(&socket);
@@ -290,7 +296,7 @@ impl Supervisor {
         let _ = std::fs::remove_file(self.paths.agent_socket());
         if self.record.options.auto_remove {
             self.db.remove_box(&self.record.id)?;
-            let _ = std::fs::remove_dir_all(self.paths.dir());
+            let _ = recover::discard(&Layout::new(&self.args.home), self.paths.dir());
             return Ok(());
         }
         self.db.mark_ended(&self.record.id, ending)
