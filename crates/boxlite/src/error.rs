@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::state::BoxState;
 
@@ -110,6 +111,20 @@ pub enum Error {
         /// The limit, in bytes.
         limit: u64,
     },
+    /// A lock stayed held by another process for longer than the runtime waits.
+    #[error(
+        "waited {} for the lock {}: it is held by {holder}; if that process is stuck, end it",
+        seconds(*.waited),
+        path.display()
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// How long the wait was.
+        waited: Duration,
+        /// Who may hold it, in words (its pid and command line, as it recorded them).
+        holder: String,
+    },
     /// The box failed to boot or its VM ended unexpectedly.
     #[error("{message}{}", console_section(.console))]
     Boot {
@@ -150,6 +165,8 @@ pub enum ErrorKind {
     TooLarge,
     /// The box did not boot.
     Boot,
+    /// Another process holds what was needed, for longer than the runtime waits.
+    Busy,
 }
 
 impl Error {
@@ -169,6 +186,7 @@ impl Error {
             Error::UnsafeHome { .. } => ErrorKind::Insecure,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::Boot { .. } => ErrorKind::Boot,
+            Error::Busy { .. } => ErrorKind::Busy,
         }
     }
 
@@ -278,6 +296,15 @@ fn label(option: &str) -> &str {
         "env" => "environment variable name",
         "name" => "box name",
         other => other,
+    }
+}
+
+/// A wait in words: whole seconds, or milliseconds below one.
+fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{} s", d.as_secs())
     }
 }
 

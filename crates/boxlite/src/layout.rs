@@ -6,6 +6,8 @@
 //! <home>/disks/<alg>/<hex>.ext4   read-only base disk of an image (by manifest digest)
 //! <home>/boxes/<id prefix>/       one box: disk.ext4, console.log, box.sock,
 //!                                 supervisor.lock, supervisor.log, vm.log
+//! <home>/trash/                   removed boxes' directories, being deleted
+//! <home>/locks/boxes.lock         held while box directories are made (shared) or swept
 //! <home>/guest/                   default place of the guest kernel and initramfs
 //! ```
 
@@ -63,6 +65,23 @@ impl Layout {
     /// Where all boxes' directories are.
     pub fn boxes_dir(&self) -> PathBuf {
         self.home.join("boxes")
+    }
+
+    /// Where removed boxes' directories wait to be deleted: on the same filesystem as
+    /// [`Layout::boxes_dir`], so a box's directory leaves it in one rename.
+    pub fn trash_dir(&self) -> PathBuf {
+        self.home.join("trash")
+    }
+
+    /// The runtime's own lock files (beside the image store's).
+    pub fn locks_dir(&self) -> PathBuf {
+        self.home.join("locks")
+    }
+
+    /// Held shared while a box's directory is made and locked, exclusively while
+    /// directories without a box are swept away.
+    pub fn boxes_lock(&self) -> PathBuf {
+        self.locks_dir().join("boxes.lock")
     }
 
     /// The default guest kernel and initramfs directory.

@@ -72,6 +72,7 @@ mod engine;
 mod env;
 mod error;
 mod execution;
+mod failpoint;
 mod home;
 mod host;
 mod images;
@@ -82,6 +83,7 @@ mod liveness;
 mod options;
 mod pathbytes;
 mod peer;
+mod recover;
 mod runtime;
 mod state;
 mod supervisor;
@@ -120,4 +122,13 @@ pub mod internals {
     pub use crate::engine::{Device, Host, Programs, ResolvedEngine, VmSpec, resolve};
     pub use crate::host::{KvmSupport, find_program, memory_total_mib, probe_kvm};
     pub use crate::layout::Layout;
+
+    /// Sends signal `signal` (a number) to `pid`, refusing pids that name a process group,
+    /// every process, init or the caller (for tests that kill what their boxes recorded);
+    /// whether the process existed.
+    pub fn signal_pid(pid: u32, signal: i32) -> crate::Result<bool> {
+        let signal = rustix::process::Signal::from_named_raw(signal)
+            .ok_or_else(|| crate::Error::InvalidInput(format!("no signal {signal}")))?;
+        crate::liveness::signal_pid(pid, signal)
+    }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use protocol::client::Client;
 use protocol::{ExecRequest, TtySize};
+use rustix::process::Signal;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
@@ -13,9 +14,11 @@ use crate::copy;
 use crate::defaults;
 use crate::error::{Error, Needs, Result};
 use crate::execution::Execution;
+use crate::failpoint;
 use crate::info::BoxInfo;
 use crate::liveness;
 use crate::options::BoxCommand;
+use crate::recover;
 use crate::runtime::Shared;
 use crate::state::{BoxRecord, BoxState, Ending};
 use crate::supervisor::SupervisorArgs;
@@ -27,6 +30,9 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// How long a forced stop waits for the supervisor after each signal.
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// How many times [`LiteBox::remove`] stops a box that a racing start keeps taking.
+const REMOVE_ATTEMPTS: usize = 3;
 
 /// How [`LiteBox::remove`] treats a box that is running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +180,7 @@ impl LiteBox {
                     engine: shared.resolve_engine(record.options.engine)?,
                     boot_timeout: shared.options.boot_timeout,
                     console_log_limit: shared.options.console_log_limit,
+                    abort_at: shared.options.abort_at.clone(),
                 };
                 let supervisor = shared.supervisor()?;
                 let log = paths.supervisor_log();
@@ -228,17 +235,14 @@ impl LiteBox {
             }
         }
         // The supervisor kills the VM on SIGTERM and records the stop.
-        for signal in [libc::SIGTERM, libc::SIGKILL] {
+        for signal in [Signal::TERM, Signal::KILL] {
             let Some(pid) = self.record().await?.supervisor_pid else {
                 break;
             };
-            if !liveness::is_held(&lock)? {
+            // Sent only while the supervisor holds the box's lock as `pid`: never to a
+            // process that merely reuses a dead supervisor's pid.
+            if !liveness::signal_holder(&lock, pid, signal)? {
                 break;
-            }
-            // SAFETY: kill(2) with a pid the live supervisor recorded itself (it holds the
-            // lock, so the pid is still its own) and a valid signal number.
-            unsafe {
-                libc::kill(pid as libc::pid_t, signal);
             }
             if liveness::wait_free(&lock, KILL_PATIENCE).await? {
                 break;
@@ -260,30 +264,35 @@ impl LiteBox {
     }
 
     /// Removes the box and its files; a running box only with [`RemoveMode::Kill`].
+    ///
+    /// Holds the box's lock throughout, as its supervisor does, so a start racing it either
+    /// finds no box or makes this fail; the directory leaves `boxes/` in one rename into the
+    /// trash, so a crash at any step leaves nothing a later open does not remove.
     pub async fn remove(&self, mode: RemoveMode) -> Result<()> {
-        let record = self.record().await?;
-        if record.state.is_active() {
-            if mode != RemoveMode::Kill {
-                return Err(Error::InvalidState {
-                    name: record.name,
-                    state: record.state,
-                    needs: Needs::NotRunning,
-                });
-            }
-            self.stop_with_grace(Duration::ZERO).await?;
-        }
-        let id = self.id.clone();
-        self.shared
-            .blocking(move |s| {
-                let dir = s.layout.box_dir(&id).dir().to_path_buf();
-                s.db.remove_box(&id)?;
-                match std::fs::remove_dir_all(&dir) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    Err(e) => Err(Error::io("removing", &dir, e)),
+        for _ in 0..REMOVE_ATTEMPTS {
+            let record = self.record().await?;
+            if record.state.is_active() {
+                if mode != RemoveMode::Kill {
+                    return Err(Error::InvalidState {
+                        name: record.name,
+                        state: record.state,
+                        needs: Needs::NotRunning,
+                    });
                 }
-            })
-            .await
+                self.stop_with_grace(Duration::ZERO).await?;
+            }
+            let id = self.id.clone();
+            if self.shared.blocking(move |s| remove_locked(s, &id)).await? {
+                return Ok(());
+            }
+            // A supervisor took the box between the check and the lock: look again.
+        }
+        let record = self.record().await?;
+        Err(Error::InvalidState {
+            name: record.name,
+            state: record.state,
+            needs: Needs::NotRunning,
+        })
     }
 
     /// Starts `command` in the running box.
@@ -402,6 +411,32 @@ impl LiteBox {
         *slot = Some(client.clone());
         Ok(client)
     }
+}
+
+/// Removes box `id`, its row and then its directory, holding its lock; `false` if a
+/// supervisor holds the lock.
+fn remove_locked(shared: &Shared, id: &str) -> Result<bool> {
+    let abort_at = shared.options.abort_at.as_deref();
+    let paths = shared.layout.box_dir(id);
+    // A box whose directory is gone (a crash of an older boxlite's create) has no lock, and
+    // no supervisor could run it.
+    let lock = match liveness::take(&paths.supervisor_lock()) {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => return Ok(false),
+        Err(_) if !paths.dir().exists() => None,
+        Err(e) => return Err(e),
+    };
+    // Under the lock no supervisor runs: a row still saying `running` is a crashed one's.
+    shared.db.remove_box(id)?;
+    failpoint::hit(abort_at, failpoint::RM_ROW);
+    let moved = recover::to_trash(&shared.layout, paths.dir())?;
+    // A supervisor waiting for the lock gets it now, finds no box and ends.
+    drop(lock);
+    failpoint::hit(abort_at, failpoint::RM_TRASHED);
+    if let Some(moved) = moved {
+        recover::delete_tree(&moved, abort_at)?;
+    }
+    Ok(true)
 }
 
 /// The resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status).

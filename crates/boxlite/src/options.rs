@@ -65,6 +65,10 @@ pub struct RuntimeOptions {
     /// The most bytes of a box's console log file: past it the log is rotated once
     /// (`console.log.1`), so a guest that writes forever keeps at most twice this on disk.
     pub console_log_limit: u64,
+    /// Test hook, not part of the API: the step at which this process (or, for a start's
+    /// steps, the box's supervisor) kills itself as a crash there would.
+    #[doc(hidden)]
+    pub abort_at: Option<String>,
 }
 
 impl RuntimeOptions {
@@ -82,6 +86,7 @@ impl RuntimeOptions {
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             force_kvm: false,
             console_log_limit: crate::supervisor::console::DEFAULT_CONSOLE_LOG_LIMIT,
+            abort_at: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::defaults;
 use crate::disk;
 use crate::engine::{self, Programs, ResolvedEngine};
 use crate::error::{Artefact, Error, Result};
+use crate::failpoint;
 use crate::home;
 use crate::host;
 use crate::info::{BoxInfo, EngineInfo, HostInfo};
@@ -16,7 +17,11 @@ use crate::layout::{Layout, MAX_SOCKET_PATH_LEN};
 use crate::litebox::{LiteBox, RemoveMode};
 use crate::liveness;
 use crate::options::{BoxOptions, EngineKind, RuntimeOptions, SupervisorCommand};
+use crate::recover;
 use crate::state::{BoxRecord, BoxState, Ending, StateDb, now_ms};
+
+/// The random bytes of a box id (64 hex digits).
+const ID_BYTES: usize = 32;
 
 /// The supervisor binary's name.
 const SUPERVISOR_NAME: &str = "boxlite-supervisor";
@@ -192,6 +197,8 @@ impl Runtime {
         let db = StateDb::open(&layout.state_db())?;
         home::make_private(&layout.state_db())?;
         remove_stale_scratch(&layout)?;
+        // What a process killed while creating or removing a box left behind.
+        recover::recover(&layout, &db)?;
         Ok(Runtime {
             shared: Arc::new(Shared {
                 options,
@@ -309,8 +316,9 @@ impl Runtime {
     }
 }
 
-/// Records box `options` of the image with manifest `digest` and makes its directory and
-/// disk (the caller holds the image's base-disk lock).
+/// Makes the directory and disk of box `options` of the image with manifest `digest`, and
+/// records it (the caller holds the image's base-disk lock). A crash at any step leaves
+/// nothing a later open does not remove (see [`recover`]).
 fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<BoxRecord> {
     let id = new_id()?;
     let name = options
@@ -346,13 +354,23 @@ fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<Bo
         exit_code: None,
         reason: None,
     };
-    // The row first: it reserves the name before any file exists.
-    shared.db.insert_box(&record)?;
-    let made = home::create_private_dir(paths.dir())
-        .and_then(|()| disk::create_box_disk(&paths.disk(), record.options.disk_size_mib));
+    let abort_at = shared.options.abort_at.as_deref();
+    // The directory first, locked: until the row is complete, the lock tells a sweep (or a
+    // create wanting the name) whether this creator still lives.
+    let _creating = recover::make_box_dir(&shared.layout, &paths)?;
+    failpoint::hit(abort_at, failpoint::CREATE_DIR);
+    let made = insert(shared, &record)
+        .and_then(|()| {
+            failpoint::hit(abort_at, failpoint::CREATE_ROW);
+            disk::create_box_disk(&paths.disk(), record.options.disk_size_mib)
+        })
+        .and_then(|()| {
+            failpoint::hit(abort_at, failpoint::CREATE_DISK);
+            shared.db.complete_box(&id)
+        });
     if let Err(e) = made {
-        let _ = shared.db.remove_box(&id);
-        let _ = std::fs::remove_dir_all(paths.dir());
+        let _ = shared.db.remove_incomplete_box(&id);
+        let _ = recover::discard(&shared.layout, paths.dir());
         return Err(e);
     }
     Ok(record)
@@ -383,14 +401,20 @@ fn remove_stale_scratch(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Records `record` incomplete (reserving its name); a name held by an incomplete box whose
+/// creator died is taken over.
+fn insert(shared: &Shared, record: &BoxRecord) -> Result<()> {
+    match shared.db.insert_incomplete_box(record) {
+        Err(Error::NameInUse(_, other))
+            if recover::reclaim(&shared.layout, &shared.db, &other)? =>
+        {
+            shared.db.insert_incomplete_box(record)
+        }
+        inserted => inserted,
+    }
+}
+
 /// A fresh box id: 64 hex digits from the kernel's random source.
 fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    let mut filled = 0;
-    while filled < bytes.len() {
-        filled +=
-            rustix::rand::getrandom(&mut bytes[filled..], rustix::rand::GetRandomFlags::empty())
-                .map_err(|e| Error::io("reading random bytes from", "getrandom", e.into()))?;
-    }
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    recover::random_hex::<ID_BYTES>()
 }

@@ -268,7 +268,15 @@ async fn a_main_command_runs_at_start_and_its_end_stops_the_box() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(!fx.home().join("boxes").join(&id[..16]).exists());
+    // The supervisor removes the row, then moves the files to the trash and deletes them.
+    let dir = fx.home().join("boxes").join(&id[..16]);
+    while dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the auto-remove box's directory is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn wait_until_stopped(bx: &boxlite::LiteBox) -> boxlite::BoxInfo {

@@ -92,10 +92,8 @@ async fn a_killed_supervisor_leaves_a_crashed_box_that_can_be_removed() {
     bx.start().await.unwrap();
     let info = bx.info().await.unwrap();
     let (supervisor, vm) = (info.supervisor_pid.unwrap(), info.vm_pid.unwrap());
-    // SAFETY: kill(2) on the supervisor this test just started.
-    unsafe {
-        libc::kill(supervisor as libc::pid_t, libc::SIGKILL);
-    }
+    // The supervisor this test just started.
+    assert!(boxlite::internals::signal_pid(supervisor, libc::SIGKILL).unwrap());
     let deadline = Instant::now() + Duration::from_secs(10);
     while support::alive(vm) {
         assert!(Instant::now() < deadline, "the VM outlived its supervisor");

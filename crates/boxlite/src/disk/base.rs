@@ -1,10 +1,11 @@
 //! The read-only base disk of an image: its rootfs as an ext4 image, built once per manifest
 //! digest and shared by every box of that image.
 
+use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use oci_layers::lock::FileLock;
 use oci_layers::{Digest, Image, Store};
 use rustix::io::Errno;
 
@@ -12,12 +13,17 @@ use super::file::{Partial, ScratchDir, TMP_INFIX, remove_tree, sync_dir};
 use super::{mkfs, size};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
+use crate::liveness::{self, Mode};
 use crate::state::{BaseDiskRecord, StateDb, now_ms};
 
 /// The label of every base disk.
 pub const BASE_DISK_LABEL: &str = "boxlite-base";
 /// The marker xattrs oci-layers keeps on an unpacked rootfs directory; ours, not the image's.
 const ROOTFS_MARKER_PREFIX: &str = "user.boxlite.rootfs";
+/// How long a process waits for another's hold of an image's base-disk lock: the holder may
+/// be building the disk of a large image (unpacking it and running mkfs), which takes
+/// minutes, never this long unless it is stuck.
+pub const BASE_DISK_LOCK_PATIENCE: Duration = Duration::from_secs(15 * 60);
 /// Longest xattr name list read from the rootfs directory (the kernel's `XATTR_LIST_MAX`).
 const MAX_XATTR_LIST: usize = 64 << 10;
 
@@ -72,19 +78,24 @@ pub fn ensure_base_disk_locked(
 }
 
 /// Takes the lock that guards the base disk of `digest` (held while it is built, and to be
-/// held by whoever removes it).
-pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<FileLock> {
-    Ok(FileLock::exclusive(&base_disk_lock(layout, digest)?)?)
+/// held by whoever removes it), waiting up to [`BASE_DISK_LOCK_PATIENCE`] for another
+/// holder; past it, [`Error::Busy`] names the lock file and its holder.
+pub fn lock_base_disk(layout: &Layout, digest: &Digest) -> Result<File> {
+    liveness::lock(
+        &base_disk_lock(layout, digest)?,
+        Mode::Exclusive,
+        BASE_DISK_LOCK_PATIENCE,
+    )
 }
 
 /// [`lock_base_disk`] if no one holds it now, else `None`.
-pub fn try_lock_base_disk(layout: &Layout, digest: &Digest) -> Result<Option<FileLock>> {
-    Ok(FileLock::try_exclusive(&base_disk_lock(layout, digest)?)?)
+pub fn try_lock_base_disk(layout: &Layout, digest: &Digest) -> Result<Option<File>> {
+    liveness::try_take(&base_disk_lock(layout, digest)?)
 }
 
 /// The lock file of the base disk of `digest` (its directory made if missing).
 fn base_disk_lock(layout: &Layout, digest: &Digest) -> Result<PathBuf> {
-    let dir = layout.home().join("locks");
+    let dir = layout.locks_dir();
     crate::home::create_private_dir(&dir)?;
     Ok(dir.join(format!(
         "base-disk-{}-{}.lock",

@@ -18,7 +18,19 @@ const SHORT_ID_LEN: usize = 12;
 impl StateDb {
     /// Records a new box; a taken name is [`Error::NameInUse`] (checked and written in one
     /// write transaction, so of two processes creating one name, exactly one wins).
+    #[cfg(test)]
     pub fn insert_box(&self, rec: &BoxRecord) -> Result<()> {
+        self.insert(rec, false)
+    }
+
+    /// Records a new box as [`insert_box`](Self::insert_box) does, but incomplete: it holds
+    /// its name and id, and nothing else sees it (lookups, lists, updates) until
+    /// [`complete_box`](Self::complete_box). Its creator holds the box's lock meanwhile.
+    pub fn insert_incomplete_box(&self, rec: &BoxRecord) -> Result<()> {
+        self.insert(rec, true)
+    }
+
+    fn insert(&self, rec: &BoxRecord, incomplete: bool) -> Result<()> {
         validate_id(&rec.id)?;
         let mut conn = self.conn();
         let tx = conn
@@ -27,18 +39,66 @@ impl StateDb {
         if let Some(other) = id_named(&tx, &rec.name).map_err(|e| self.err(e))? {
             return Err(Error::NameInUse(rec.name.clone(), other));
         }
-        if find_exact(&tx, &rec.id).map_err(|e| self.err(e))?.is_some() {
+        if completeness(&tx, &rec.id)
+            .map_err(|e| self.err(e))?
+            .is_some()
+        {
             return Err(Error::InvalidInput(format!(
                 "a box with id {} already exists",
                 rec.id
             )));
         }
         let sql = format!(
-            "INSERT INTO boxes ({BOX_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+            "INSERT INTO boxes ({BOX_COLUMNS}, incomplete) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, \
+             {})",
+            i32::from(incomplete)
         );
         write_row(&tx, &sql, rec).map_err(|e| self.wrap(e))?;
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Makes incomplete box `id` visible: its directory and disk exist.
+    pub fn complete_box(&self, id: &str) -> Result<()> {
+        let conn = self.conn();
+        let changed = conn
+            .execute(
+                "UPDATE boxes SET incomplete = 0 WHERE id = ?1 AND incomplete = 1",
+                [id],
+            )
+            .map_err(|e| self.err(e))?;
+        if changed == 0 {
+            return Err(Error::NoSuchBox(id.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Forgets box `id` if it is still incomplete (its creator died: the caller holds the
+    /// box's lock); whether it did.
+    pub fn remove_incomplete_box(&self, id: &str) -> Result<bool> {
+        let conn = self.conn();
+        let removed = conn
+            .execute("DELETE FROM boxes WHERE id = ?1 AND incomplete = 1", [id])
+            .map_err(|e| self.err(e))?;
+        Ok(removed > 0)
+    }
+
+    /// Whether box `id` has a row, and whether it is incomplete: `None` for no row,
+    /// `Some(true)` for an incomplete one.
+    pub fn box_completeness(&self, id: &str) -> Result<Option<bool>> {
+        completeness(&self.conn(), id).map_err(|e| self.err(e))
+    }
+
+    /// The id of every row, complete or not, and whether it is incomplete: what owns the
+    /// directories under `boxes/`.
+    pub fn all_box_ids(&self) -> Result<Vec<(String, bool)>> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare("SELECT id, incomplete FROM boxes")
+            .map_err(|e| self.err(e))?;
+        stmt.query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? != 0)))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e))
     }
 
     /// The box with exactly this id, else exactly this name, else the one box whose id starts
@@ -48,7 +108,7 @@ impl StateDb {
         if let Some(rec) = find_exact(&conn, key).map_err(|e| self.err(e))? {
             return Ok(rec);
         }
-        let by_name = format!("SELECT {BOX_COLUMNS} FROM boxes WHERE name = ?1");
+        let by_name = format!("SELECT {BOX_COLUMNS} FROM boxes WHERE name = ?1 AND incomplete = 0");
         if let Some(rec) = conn
             .query_row(&by_name, [key], BoxRecord::from_row)
             .optional()
@@ -61,7 +121,7 @@ impl StateDb {
             return Err(Error::NoSuchBox(key.to_string()));
         }
         let by_prefix = format!(
-            "SELECT {BOX_COLUMNS} FROM boxes WHERE substr(id, 1, ?1) = ?2 \
+            "SELECT {BOX_COLUMNS} FROM boxes WHERE substr(id, 1, ?1) = ?2 AND incomplete = 0 \
              ORDER BY created_at_ms, rowid LIMIT ?3"
         );
         let mut stmt = conn.prepare(&by_prefix).map_err(|e| self.err(e))?;
@@ -81,7 +141,9 @@ impl StateDb {
     /// Every box, oldest first.
     pub fn list_boxes(&self) -> Result<Vec<BoxRecord>> {
         let conn = self.conn();
-        let sql = format!("SELECT {BOX_COLUMNS} FROM boxes ORDER BY created_at_ms, rowid");
+        let sql = format!(
+            "SELECT {BOX_COLUMNS} FROM boxes WHERE incomplete = 0 ORDER BY created_at_ms, rowid"
+        );
         let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
         stmt.query_map([], BoxRecord::from_row)
             .and_then(|rows| rows.collect())
@@ -119,7 +181,7 @@ impl StateDb {
              options = ?5, state = ?6, created_at_ms = ?7, started_at_ms = ?8, \
              stopped_at_ms = ?9, engine = ?10, supervisor_pid = ?11, vm_pid = ?12, \
              boot_ms = ?13, exec_count = ?14, bytes_streamed = ?15, exit_code = ?16, \
-             reason = ?17 WHERE id = ?1";
+             reason = ?17 WHERE id = ?1 AND incomplete = 0";
         write_row(&tx, sql, &rec).map_err(|e| self.wrap(e))?;
         tx.commit().map_err(|e| self.err(e))?;
         Ok(rec)
@@ -158,11 +220,16 @@ impl StateDb {
         Ok(())
     }
 
-    /// The ids of the boxes made from the image with manifest digest `digest`, oldest first.
+    /// The ids of the boxes made from the image with manifest digest `digest`, oldest first
+    /// (incomplete ones are not: their creator holds the image's base-disk lock until its
+    /// box is complete, so only a dead creator's are left to see).
     pub fn boxes_using_image(&self, digest: &str) -> Result<Vec<String>> {
         let conn = self.conn();
         let mut stmt = conn
-            .prepare("SELECT id FROM boxes WHERE image_digest = ?1 ORDER BY created_at_ms, rowid")
+            .prepare(
+                "SELECT id FROM boxes WHERE image_digest = ?1 AND incomplete = 0 \
+                 ORDER BY created_at_ms, rowid",
+            )
             .map_err(|e| self.err(e))?;
         stmt.query_map([digest], |row| row.get(0))
             .and_then(|rows| rows.collect())
@@ -224,10 +291,18 @@ fn validate_id(id: &str) -> Result<()> {
     }
 }
 
-/// The box with exactly this id.
+/// The complete box with exactly this id.
 fn find_exact(conn: &Connection, id: &str) -> rusqlite::Result<Option<BoxRecord>> {
-    let sql = format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1");
+    let sql = format!("SELECT {BOX_COLUMNS} FROM boxes WHERE id = ?1 AND incomplete = 0");
     conn.query_row(&sql, [id], BoxRecord::from_row).optional()
+}
+
+/// Whether a row has id `id` (`None`: no), and whether it is incomplete.
+fn completeness(conn: &Connection, id: &str) -> rusqlite::Result<Option<bool>> {
+    conn.query_row("SELECT incomplete FROM boxes WHERE id = ?1", [id], |row| {
+        Ok(row.get::<_, i64>(0)? != 0)
+    })
+    .optional()
 }
 
 /// The id of the box named `name`.

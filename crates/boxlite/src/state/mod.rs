@@ -29,6 +29,9 @@ pub use record::{BaseDiskRecord, BoxRecord, BoxState};
 /// only ever runs out when something is truly stuck.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The pause between attempts at switching a contended database to WAL mode.
+const WAL_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
 /// The runtime's database; one connection, usable from any thread.
 #[derive(Debug)]
 pub struct StateDb {
@@ -54,9 +57,7 @@ impl StateDb {
         conn.busy_timeout(BUSY_TIMEOUT).map_err(wrap)?;
         // The first statement that reads the file: a damaged or foreign file fails here, and
         // the error names it.
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(wrap)?;
+        let mode = wal_mode(&conn).map_err(wrap)?;
         if !mode.eq_ignore_ascii_case("wal") {
             // WAL is refused on filesystems without shared memory (some network mounts); the
             // rollback journal still works, only with less concurrency.
@@ -87,6 +88,24 @@ impl StateDb {
         Error::State {
             path: self.path.clone(),
             source: DbError(source),
+        }
+    }
+}
+
+/// Asks for WAL mode; the mode the database is in. Switching takes the database alone and
+/// SQLite answers `SQLITE_BUSY` at once, without its busy handler, while another connection
+/// opening the same fresh file holds it: retried up to [`BUSY_TIMEOUT`].
+fn wal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(WAL_RETRY_PAUSE);
+            }
+            answer => return answer,
         }
     }
 }

@@ -8,7 +8,7 @@
 use rusqlite::{Connection, TransactionBehavior};
 
 /// The migrations, oldest first.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: boxes and base disks.
     "CREATE TABLE boxes (
         id              TEXT PRIMARY KEY NOT NULL,
@@ -37,6 +37,11 @@ const MIGRATIONS: &[&str] = &[
         size            INTEGER NOT NULL,
         created_at_ms   INTEGER NOT NULL
     );",
+    // 2: a box's row is written before its directory and disk are complete (it reserves the
+    // name), and stays invisible until they are: 1 while its creator is still at work, or
+    // died there (its creator holds the box's lock meanwhile; `Runtime::open` removes the
+    // rows of dead creators, and their directories).
+    "ALTER TABLE boxes ADD COLUMN incomplete INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build writes.

@@ -465,6 +465,73 @@ fn a_damaged_row_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn an_incomplete_box_holds_its_name_and_is_seen_by_nothing_else() {
+    let (_dir, _path, db) = db();
+    let rec = record(&id(1), "half", 1);
+    db.insert_incomplete_box(&rec).unwrap();
+    assert!(matches!(db.get_box("half"), Err(Error::NoSuchBox(_))));
+    assert!(matches!(db.get_box(&id(1)), Err(Error::NoSuchBox(_))));
+    assert!(matches!(db.get_box("0101"), Err(Error::NoSuchBox(_))));
+    assert!(db.list_boxes().unwrap().is_empty());
+    assert!(db.boxes_using_image("sha256:aaaa").unwrap().is_empty());
+    assert!(matches!(db.mark_stopping(&id(1)), Err(Error::NoSuchBox(_))));
+    // Its name and id are taken all the same.
+    match db.insert_box(&record(&id(2), "half", 2)) {
+        Err(Error::NameInUse(name, owner)) => assert_eq!((name.as_str(), owner), ("half", id(1))),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        db.insert_incomplete_box(&record(&id(1), "other", 2))
+            .is_err()
+    );
+    assert_eq!(db.box_completeness(&id(1)).unwrap(), Some(true));
+    assert_eq!(db.all_box_ids().unwrap(), [(id(1), true)]);
+
+    db.complete_box(&id(1)).unwrap();
+    assert_eq!(db.get_box("half").unwrap(), rec);
+    assert_eq!(db.box_completeness(&id(1)).unwrap(), Some(false));
+    // A complete box is never removed as an incomplete one, nor completed twice.
+    assert!(!db.remove_incomplete_box(&id(1)).unwrap());
+    assert!(matches!(db.complete_box(&id(1)), Err(Error::NoSuchBox(_))));
+
+    db.insert_incomplete_box(&record(&id(3), "dead", 3))
+        .unwrap();
+    assert!(db.remove_incomplete_box(&id(3)).unwrap());
+    assert_eq!(db.box_completeness(&id(3)).unwrap(), None);
+    db.insert_box(&record(&id(4), "dead", 4)).unwrap();
+}
+
+#[test]
+fn a_version_1_database_is_migrated_with_its_boxes_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let mut conn = rusqlite::Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(schema::MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1).unwrap();
+        tx.execute(
+            "INSERT INTO boxes (id, name, image, image_digest, options, state, created_at_ms) \
+             VALUES (?1, 'old', 'alpine', 'sha256:aaaa', ?2, 'stopped', 5)",
+            rusqlite::params![
+                id(7),
+                serde_json::to_string(&BoxOptions::new("alpine")).unwrap()
+            ],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+    let db = StateDb::open(&path).unwrap();
+    let version: i64 = db
+        .conn()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, schema::CURRENT_VERSION);
+    assert_eq!(db.get_box("old").unwrap().state, BoxState::Stopped);
+    assert_eq!(db.all_box_ids().unwrap(), [(id(7), false)]);
+}
+
+#[test]
 fn now_is_after_2020() {
     assert!(now_ms() > 1_577_836_800_000);
 }

@@ -33,6 +33,9 @@ pub struct SupervisorArgs {
     pub boot_timeout: Duration,
     /// The most bytes of one console log file (it is rotated once past this).
     pub console_log_limit: u64,
+    /// Test hook: the step at which the supervisor kills itself (see `failpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_at: Option<String>,
 }
 
 impl SupervisorArgs {
@@ -86,6 +89,7 @@ mod tests {
             },
             boot_timeout: Duration::from_millis(1500),
             console_log_limit: 1 << 20,
+            abort_at: Some("start.vm".into()),
         };
         let bytes = args.to_bytes().unwrap();
         assert_eq!(SupervisorArgs::read(bytes.as_slice()).unwrap(), args);

@@ -63,15 +63,20 @@ pub fn spawn(
         .stdout(Stdio::null())
         .stderr(vm_log)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2)
-    // and dup2(2), which are async-signal-safe; it reads `raw_moves`, made before the fork,
-    // and allocates nothing.
+    let supervisor = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
+    // getppid(2), _exit(2) and dup2(2), which are async-signal-safe; it reads `raw_moves`,
+    // made before the fork, and allocates nothing.
     unsafe {
         command.pre_exec(move || {
             // The VM must not outlive its supervisor: a killed supervisor would leave an
             // unreachable VM holding the box's disk.
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            // Died before the line above: no death signal will come, so go now.
+            if u32::try_from(libc::getppid()).ok() != Some(supervisor) {
+                libc::_exit(1);
             }
             // Sources are all at or above STAGING_FD and targets below it: no move clobbers
             // a source, and dup2 leaves the target without close-on-exec.

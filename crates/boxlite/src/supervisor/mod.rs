@@ -31,9 +31,11 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Device, VmSpec};
 use crate::error::{Error, Needs, Result};
+use crate::failpoint;
 use crate::layout::{BoxPaths, Layout};
 use crate::liveness;
 use crate::peer;
+use crate::recover;
 use crate::state::{BoxRecord, BoxState, Ending, StateDb};
 use console::ConsoleLog;
 use launch::Ready;
@@ -137,6 +139,8 @@ impl Supervisor {
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
+        let abort_at = self.args.abort_at.as_deref();
+        failpoint::hit(abort_at, failpoint::START_STARTING);
         let log = ConsoleLog::open(&self.paths.console_log(), self.args.console_log_limit)?;
         let mut console = boot::Console {
             start: log.mark(),
@@ -163,6 +167,7 @@ impl Supervisor {
             }
         };
         self.db.mark_vm_started(id, vm.id())?;
+        failpoint::hit(abort_at, failpoint::START_VM);
         let connected = boot::connect(
             &mut vm,
             &spec,
@@ -184,6 +189,7 @@ impl Supervisor {
         let listener =
             UnixListener::bind(&socket).map_err(|e| Error::io("listening on", &socket, e))?;
         self.db.mark_running(id, boot_ms)?;
+        failpoint::hit(abort_at, failpoint::START_RUNNING);
         ready.succeed();
         let ending = self
             .serve(&mut vm, Arc::new(guest), hello, listener, log)
@@ -333,9 +339,8 @@ impl Supervisor {
     /// Records how the VM ended, and removes the box if it asked for that.
     fn finish(&self, ending: &Ending) -> Result<()> {
         if self.record.options.auto_remove {
-            // Files first: once the row is gone, a reader must find nothing of the box.
-            let _ = std::fs::remove_dir_all(self.paths.dir());
             self.db.remove_box(&self.record.id)?;
+            let _ = recover::discard(&Layout::new(&self.args.home), self.paths.dir());
             return Ok(());
         }
         self.db.mark_ended(&self.record.id, ending)

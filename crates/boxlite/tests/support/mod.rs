@@ -50,6 +50,22 @@ impl Fixture {
     /// A fresh fixture, or `None` when boxes cannot boot here (see [`guest`]).
     pub fn new() -> Option<Fixture> {
         let (kernel, initramfs) = guest()?;
+        Some(Fixture::with_guest(kernel, initramfs))
+    }
+
+    /// A fixture whose boxes can be created and removed but, without the guest files from
+    /// the environment, not started.
+    pub fn image_only() -> Fixture {
+        let (kernel, initramfs) = guest().unwrap_or_else(|| {
+            (
+                PathBuf::from("/nonexistent/vmlinux"),
+                PathBuf::from("/nonexistent/initramfs.cpio.gz"),
+            )
+        });
+        Fixture::with_guest(kernel, initramfs)
+    }
+
+    fn with_guest(kernel: PathBuf, initramfs: PathBuf) -> Fixture {
         // Short: socket paths under it must fit in sun_path.
         let dir = tempfile::Builder::new()
             .prefix("bx")
@@ -66,7 +82,7 @@ impl Fixture {
             .runtime()
             .import_image(&layout, Some(IMAGE))
             .unwrap();
-        Some(fixture)
+        fixture
     }
 
     /// The state directory.
@@ -100,11 +116,9 @@ impl Drop for Fixture {
         .unwrap_or_default();
         for record in boxes {
             if let Some(pid) = record.supervisor_pid {
-                // SAFETY: kill(2) on a pid this test's boxes recorded; at worst it names a
-                // process that is already gone.
-                unsafe {
-                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
-                }
+                // A pid this test's boxes recorded; at worst it names a process that is
+                // already gone.
+                let _ = boxlite::internals::signal_pid(pid, libc::SIGKILL);
             }
         }
     }
