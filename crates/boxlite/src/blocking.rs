@@ -245,6 +245,11 @@ impl Execution {
         self.tokio.block_on(self.inner.wait())
     }
 
+    /// See [`crate::execution::Execution::wait_timeout`].
+    pub fn wait_timeout(&self, deadline: Duration) -> Result<Option<ExitStatus>> {
+        self.tokio.block_on(self.inner.wait_timeout(deadline))
+    }
+
     /// See [`crate::execution::Execution::try_wait`].
     pub fn try_wait(&self) -> Result<Option<ExitStatus>> {
         self.inner.try_wait()

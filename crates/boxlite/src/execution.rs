@@ -110,6 +110,15 @@ impl Execution {
             .map_err(|e| Error::protocol(format!("waiting for {}", self.what), e))
     }
 
+    /// Waits up to `deadline` for the command to end: `None` if it still runs then (it is
+    /// not killed; see [`Execution::kill`]).
+    pub async fn wait_timeout(&self, deadline: std::time::Duration) -> Result<Option<ExitStatus>> {
+        match tokio::time::timeout(deadline, self.wait()).await {
+            Ok(status) => status.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     /// How the command ended, if it has; never waits.
     pub fn try_wait(&self) -> Result<Option<ExitStatus>> {
         self.inner

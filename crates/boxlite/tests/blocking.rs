@@ -31,6 +31,13 @@ fn blocking_runtime_runs_a_command() {
     stdout.read_exact(&mut echoed).unwrap();
     assert_eq!(&echoed, b"ping\n");
     assert!(cat.try_wait().unwrap().is_none());
+    let waited = std::time::Instant::now();
+    assert!(
+        cat.wait_timeout(std::time::Duration::from_millis(200))
+            .unwrap()
+            .is_none()
+    );
+    assert!(waited.elapsed() >= std::time::Duration::from_millis(200));
     cat.kill().unwrap();
     assert_eq!(cat.wait().unwrap().signal, Some(9));
     assert!(cat.try_wait().unwrap().is_some());

@@ -49,6 +49,9 @@ impl Attach {
     }
 }
 
+/// How long a second Ctrl-C waits for the killed command's status before giving up on it.
+const KILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Pumps the command's streams until it ends, passing on the signals that arrive on
 /// `signals` (see [`catch_signals`]); how it ended.
 pub async fn attach(
@@ -86,10 +89,27 @@ pub async fn attach(
     };
     let wait = exec.wait();
     tokio::pin!(wait);
+    let mut interrupts = 0;
     let status = loop {
         tokio::select! {
             status = &mut wait => break status?,
             Some(number) = signals.recv() => {
+                // A second Ctrl-C: the command (or a guest that ignores it) had its chance;
+                // kill it and stop waiting, from this side.
+                if number == libc::SIGINT {
+                    interrupts += 1;
+                    if interrupts >= 2 {
+                        let _ = exec.kill().await;
+                        let ended = tokio::time::timeout(KILL_PATIENCE, &mut wait).await;
+                        break match ended {
+                            Ok(Ok(status)) => status,
+                            _ => ExitStatus {
+                                signal: Some(libc::SIGKILL),
+                                ..Default::default()
+                            },
+                        };
+                    }
+                }
                 // A command that already ended cannot be signalled; its status comes next.
                 if let Some(signal) = boxlite::Signal::from_raw(number) {
                     let _ = exec.signal(signal).await;
@@ -109,7 +129,9 @@ pub async fn attach(
         }
     };
     for task in [stdout_task, stderr_task].into_iter().flatten() {
-        let _ = task.await;
+        // Bounded: a guest that never closes the streams of a killed command must not keep
+        // us here.
+        let _ = tokio::time::timeout(KILL_PATIENCE, task).await;
     }
     if let Some(task) = stdin_task {
         task.abort();

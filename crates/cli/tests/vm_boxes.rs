@@ -244,6 +244,7 @@ fn tools_image(tree: &Path) -> LayoutBuilder {
         ("/usr/bin/stty", "bin/stty"),
         ("/usr/bin/test", "bin/test"),
         ("/usr/bin/pwd", "bin/pwd"),
+        ("/usr/bin/sleep", "bin/sleep"),
     ] {
         let dest = tree.join(inside);
         std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
@@ -265,4 +266,50 @@ fn tools_image(tree: &Path) -> LayoutBuilder {
     LayoutBuilder::new()
         .layer_dir(tree, Compression::Gzip)
         .env(["PATH=/bin"])
+}
+
+#[test]
+fn a_second_ctrl_c_kills_a_command_that_ignores_the_first() {
+    let Some(env) = VmEnv::new() else { return };
+    let mut child = env
+        .command(&[
+            "run",
+            "--rm",
+            "tools",
+            "sh",
+            "-c",
+            "trap '' INT; echo ready; sleep 300",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = child.id() as libc::pid_t;
+    let interrupt = || {
+        // SAFETY: kill(2) on the pid of the child this test spawned and has not reaped.
+        unsafe {
+            libc::kill(pid, libc::SIGINT);
+        }
+    };
+    interrupt();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let early = child.try_wait().unwrap();
+    assert!(early.is_none(), "one Ctrl-C ended it: {early:?}");
+    let second = std::time::Instant::now();
+    interrupt();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < std::time::Duration::from_secs(30),
+            "the second Ctrl-C did not end it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(137), "{status:?}");
 }

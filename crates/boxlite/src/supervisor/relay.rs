@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use protocol::client::Client;
 use protocol::server::{self, Connection, Exec, ExecEvent, Request, ShutdownReply};
@@ -19,6 +20,19 @@ use tokio::sync::mpsc;
 
 /// SIGKILL: what a process gets when its caller went away.
 const SIGKILL: i32 = 9;
+
+/// How long past its timeout a command may run before the host kills it, and how long the
+/// guest then has to report the kill before the host ends the execution itself.
+pub const HOST_TIMEOUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The status of a command the host gave up on: killed for its timeout.
+fn overdue_status() -> protocol::ExitStatus {
+    protocol::ExitStatus {
+        code: None,
+        signal: Some(SIGKILL),
+        timed_out: true,
+    }
+}
 
 /// What relayed work adds up to, for `metrics()`.
 #[derive(Debug, Default)]
@@ -113,6 +127,10 @@ async fn relay_exec(guest: Arc<Client>, exec: Exec, stats: Arc<RelayStats>) {
         mut events,
         reply,
     } = exec;
+    // The guest enforces the timeout; the host does too, in case the guest does not.
+    let deadline = request
+        .timeout_ms
+        .map(|ms| Duration::from_millis(ms).saturating_add(HOST_TIMEOUT_GRACE));
     let mut running = match guest.exec(request).await {
         Ok(running) => running,
         Err(e) => {
@@ -168,9 +186,30 @@ async fn relay_exec(guest: Arc<Client>, exec: Exec, stats: Arc<RelayStats>) {
         );
         std::future::pending::<()>().await;
     };
+    let overdue = async {
+        match deadline {
+            Some(deadline) => tokio::time::sleep(deadline).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         () = outputs => {}
         () = inputs => {}
+        () = overdue => {
+            // Past the timeout and the guest's grace: kill it from here, and if the guest
+            // does not even report that, end the execution for the caller anyway.
+            let _ = running.signal(SIGKILL, true).await;
+            match tokio::time::timeout(HOST_TIMEOUT_GRACE, running.wait()).await {
+                Ok(Ok(mut status)) => {
+                    status.timed_out = true;
+                    let _ = reply.exit(status).await;
+                }
+                _ => {
+                    let _ = reply.exit(overdue_status()).await;
+                }
+            }
+            return;
+        }
     }
     let status = running.wait().await;
     match status {
@@ -246,5 +285,67 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<'_, T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use protocol::ExecRequest;
+
+    use super::*;
+
+    /// A guest agent that starts every command and never reports an end: the host must end
+    /// an execution with a timeout by itself.
+    async fn hostile_guest(stream: UnixStream) {
+        let mut conn = Connection::start(stream, Hello::new("hostile", 0))
+            .await
+            .unwrap();
+        let mut held = Vec::new();
+        while let Some(request) = conn.next_request().await {
+            if let Request::Exec(exec) = request {
+                let _ = exec.reply.started(4242).await;
+                // Held, never answered: the process "runs" for ever.
+                held.push(exec);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_timeout_the_guest_ignores_is_enforced_by_the_host() {
+        let (guest_host, guest_guest) = UnixStream::pair().unwrap();
+        tokio::spawn(hostile_guest(guest_guest));
+        let (guest, hello) = Client::handshake(guest_host).await.unwrap();
+        let (relay_end, caller_end) = UnixStream::pair().unwrap();
+        let (control, _control_rx) = mpsc::channel(1);
+        tokio::spawn(serve(
+            relay_end,
+            Arc::new(guest),
+            hello,
+            control,
+            Arc::new(RelayStats::default()),
+        ));
+        let (caller, _) = Client::handshake(caller_end).await.unwrap();
+        let started = Instant::now();
+        let running = caller
+            .exec(ExecRequest {
+                argv: vec!["sleep".into(), "1000".into()],
+                env: Vec::new(),
+                cwd: None,
+                user: None,
+                tty: None,
+                timeout_ms: Some(100),
+            })
+            .await
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(30), running.wait())
+            .await
+            .expect("the host did not end the execution")
+            .unwrap();
+        assert!(status.timed_out, "{status:?}");
+        assert_eq!(status.signal, Some(SIGKILL));
+        // The timeout, then the guest's grace, then the host's.
+        assert!(started.elapsed() >= Duration::from_millis(100) + 2 * HOST_TIMEOUT_GRACE);
     }
 }
