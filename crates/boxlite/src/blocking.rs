@@ -228,6 +228,17 @@ impl LiteBox {
         self.tokio.block_on(self.inner.copy_out(src, dest))
     }
 
+    /// See [`crate::litebox::LiteBox::copy_out_with`].
+    pub fn copy_out_with(
+        &self,
+        src: &str,
+        dest: &Path,
+        options: &crate::copy::CopyOutOptions,
+    ) -> Result<CopyOutReport> {
+        self.tokio
+            .block_on(self.inner.copy_out_with(src, dest, options))
+    }
+
     /// See [`crate::litebox::LiteBox::metrics`].
     pub fn metrics(&self) -> Result<Metrics> {
         self.tokio.block_on(self.inner.metrics())

@@ -68,8 +68,50 @@ pub struct CopyOutReport {
     pub special_paths: Vec<PathBuf>,
 }
 
+/// How a copy out of a box treats what the box sends: bounded, and (unless asked) without
+/// the box's owners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CopyOutOptions {
+    /// Most bytes of file content accepted (default [`untar::HOST_MAX_BYTES`]).
+    pub max_bytes: u64,
+    /// Most entries accepted (default [`untar::HOST_MAX_ENTRIES`]).
+    pub max_entries: u64,
+    /// Give the copies the owners the box recorded (needs root); by default they belong to
+    /// the calling user.
+    pub keep_owners: bool,
+}
+
+impl Default for CopyOutOptions {
+    fn default() -> CopyOutOptions {
+        let host = untar::Policy::host();
+        CopyOutOptions {
+            max_bytes: host.max_bytes,
+            max_entries: host.max_entries,
+            keep_owners: false,
+        }
+    }
+}
+
+impl CopyOutOptions {
+    /// The unpacking policy: the host's, with these bounds and owners.
+    fn policy(&self) -> untar::Policy {
+        let mut policy = untar::Policy::host();
+        policy.max_bytes = self.max_bytes;
+        policy.max_entries = self.max_entries;
+        policy.owners = self.keep_owners;
+        policy
+    }
+}
+
 /// Copies `src` in the box to host `dest` (see [`LiteBox::copy_out`]).
-pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<CopyOutReport> {
+pub(crate) async fn copy_out(
+    client: &Client,
+    src: &str,
+    dest: &Path,
+    options: &CopyOutOptions,
+) -> Result<CopyOutReport> {
+    let policy = options.policy();
     check_box_path(src)?;
     let (_, name) = split_box_path(src)?;
     let (dir, final_path) = if dest.is_dir() {
@@ -84,8 +126,7 @@ pub(crate) async fn copy_out(client: &Client, src: &str, dest: &Path) -> Result<
     let staging = Staging::create(&dir)?;
     let (read, write) = pipe()?;
     let staged_in = staging.path().to_path_buf();
-    let unpacker =
-        std::thread::spawn(move || untar::unpack_into(&staged_in, read, &untar::Policy::host()));
+    let unpacker = std::thread::spawn(move || untar::unpack_into(&staged_in, read, &policy));
     let downloaded = client
         .download(src, tokio::fs::File::from_std(write))
         .await

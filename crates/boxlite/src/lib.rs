@@ -89,7 +89,7 @@ mod state;
 mod supervisor;
 mod text;
 
-pub use copy::CopyOutReport;
+pub use copy::{CopyOutOptions, CopyOutReport};
 pub use defaults::{image_command, run_argv};
 pub use env::{default_home, user_guest_dir};
 pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};

@@ -345,8 +345,19 @@ impl LiteBox {
     /// Copies `src` in the box to `dest` on the host: into `dest` when it is a directory,
     /// else as `dest`. Device nodes and FIFOs are never created; the report lists them.
     pub async fn copy_out(&self, src: &str, dest: &Path) -> Result<copy::CopyOutReport> {
+        self.copy_out_with(src, dest, &copy::CopyOutOptions::default())
+            .await
+    }
+
+    /// [`LiteBox::copy_out`] with its bounds and owners chosen.
+    pub async fn copy_out_with(
+        &self,
+        src: &str,
+        dest: &Path,
+        options: &copy::CopyOutOptions,
+    ) -> Result<copy::CopyOutReport> {
         let client = self.running_client().await?;
-        copy::copy_out(&client, src, dest).await
+        copy::copy_out(&client, src, dest, options).await
     }
 
     /// What the box has done so far.

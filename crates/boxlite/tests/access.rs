@@ -134,6 +134,63 @@ async fn another_user_can_neither_read_nor_reach_a_box() {
         .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copying_out_of_a_box_plants_nothing_dangerous_on_the_host() {
+    let Some(fx) = Fixture::new() else { return };
+    let rt = fx.runtime();
+    let bx = rt.create(support::named("hostile")).await.unwrap();
+    bx.start().await.unwrap();
+    // What a hostile guest leaves for the host to copy: a setuid shell, a world-writable
+    // block device for the host's first disk, a FIFO, files owned by another user.
+    let planted = bx
+        .exec(BoxCommand::new("sh").args([
+            "-c",
+            "set -e; mkdir /out; cat /bin/sh > /out/shell; chmod 6755 /out/shell; \
+             mknod /out/sda b 8 0; chmod 666 /out/sda; mkfifo /out/fifo; \
+             echo data > /out/file; chmod 644 /out/file",
+        ]))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert!(planted.status.success(), "{planted:?}");
+    let dest = fx.dir.path().join("copied");
+    std::fs::create_dir(&dest).unwrap();
+    let report = bx.copy_out("/out", &dest).await.unwrap();
+    let out = dest.join("out");
+    let shell = std::fs::metadata(out.join("shell")).unwrap();
+    assert_eq!(
+        shell.mode() & 0o6000,
+        0,
+        "set-id bits kept: {:o}",
+        shell.mode()
+    );
+    assert_eq!(shell.uid(), rustix::process::geteuid().as_raw());
+    assert!(!out.join("sda").exists() && std::fs::symlink_metadata(out.join("sda")).is_err());
+    assert!(std::fs::symlink_metadata(out.join("fifo")).is_err());
+    assert_eq!(std::fs::read_to_string(out.join("file")).unwrap(), "data\n");
+    assert_eq!(report.specials_skipped, 2, "{report:?}");
+    let mut skipped: Vec<_> = report
+        .special_paths
+        .iter()
+        .map(|p| p.file_name().unwrap().to_owned())
+        .collect();
+    skipped.sort();
+    assert_eq!(skipped, ["fifo", "sda"]);
+    // Caps are the caller's: past them the copy fails and leaves nothing behind.
+    let mut tight = boxlite::CopyOutOptions::default();
+    tight.max_entries = 2;
+    let capped = fx.dir.path().join("capped");
+    std::fs::create_dir(&capped).unwrap();
+    let err = bx.copy_out_with("/out", &capped, &tight).await.unwrap_err();
+    assert!(err.to_string().contains("entries"), "{err}");
+    assert_eq!(std::fs::read_dir(&capped).unwrap().count(), 0);
+    rt.remove("hostile", boxlite::RemoveMode::Kill)
+        .await
+        .unwrap();
+}
+
 /// Unmounts the tmpfs when the test ends.
 struct Mount(PathBuf);
 

@@ -165,6 +165,10 @@ pub fn tools_image() -> LayoutBuilder {
         ("/usr/bin/test", "bin/test"),
         ("/usr/bin/sync", "bin/sync"),
         ("/usr/bin/seq", "bin/seq"),
+        ("/usr/bin/chmod", "bin/chmod"),
+        ("/usr/bin/mknod", "bin/mknod"),
+        ("/usr/bin/mkfifo", "bin/mkfifo"),
+        ("/usr/bin/mkdir", "bin/mkdir"),
     ];
     for (host, inside) in programs {
         copy_with_libs(host, &tree, inside);
