@@ -284,12 +284,18 @@ impl Supervisor {
                 }
                 Some(code) = main_rx.recv() => break Ending::MainExited(code),
                 () = recv_signal(&mut terminate) => break Ending::Killed,
-                _ = tick.tick() => self.flush_stats(&stats, &mut flushed),
+                _ = tick.tick() => {
+                    self.flush_stats(&stats, &mut flushed);
+                    if let Some(ending) = agent_gone(&guest) {
+                        break ending;
+                    }
+                }
             }
         };
         self.flush_stats(&stats, &mut flushed);
         match ending {
             Ending::Killed | Ending::GuestPoweredOff | Ending::Crashed(_) => {
+                // Nothing more can be asked of a guest whose channel is gone or that ended.
                 let _ = vm.kill().await;
             }
             Ending::Stopped | Ending::MainExited(_) => {
@@ -347,6 +353,18 @@ impl Supervisor {
     }
 }
 
+/// How the box ends when its agent's connection broke while the VM still runs (a guest that
+/// closed or garbled its channel): recorded crashed with the reason, not left `running` and
+/// unusable.
+fn agent_gone(guest: &Client) -> Option<Ending> {
+    guest.closed_error().map(|e| {
+        Ending::Crashed(format!(
+            "the guest agent's connection broke: {}",
+            crate::text::printable(&e.to_string())
+        ))
+    })
+}
+
 /// Asks the guest to power off and waits for the VM to end, killing it after
 /// [`SHUTDOWN_TIMEOUT`].
 async fn power_off(vm: &mut Child, guest: &Client) {
@@ -379,4 +397,41 @@ fn remove_stale(socket: &std::path::Path) -> Result<()> {
 
 fn first_line(e: &Error) -> String {
     e.to_string().lines().next().unwrap_or_default().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_broken_agent_connection_ends_the_box_as_crashed() {
+        let (host, guest) = tokio::net::UnixStream::pair().unwrap();
+        let (hang_up, hung_up) = tokio::sync::oneshot::channel::<()>();
+        let agent = tokio::spawn(async move {
+            let conn = protocol::server::Connection::start(guest, Hello::new("test", 0))
+                .await
+                .unwrap();
+            let _ = hung_up.await;
+            drop(conn);
+        });
+        let (client, _) = Client::handshake(host).await.unwrap();
+        assert!(agent_gone(&client).is_none());
+        hang_up.send(()).unwrap();
+        agent.await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let ending = loop {
+            if let Some(ending) = agent_gone(&client) {
+                break ending;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the closed connection went unnoticed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert!(
+            matches!(&ending, Ending::Crashed(why) if why.contains("agent's connection")),
+            "{ending:?}"
+        );
+    }
 }
