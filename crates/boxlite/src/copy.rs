@@ -8,7 +8,6 @@
 //! destination, and only its one expected top entry is moved into place.
 
 use std::fs::File;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use protocol::client::Client;
@@ -259,41 +258,9 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        let _ = remove_all(&self.path);
+        // A guest can send read-only directories: the removal makes them writable first.
+        let _ = crate::disk::remove_tree(&self.path);
     }
-}
-
-/// Removes the directory `path` and everything under it, even the read-only directories a
-/// guest can send (which `remove_dir_all` cannot empty unless run as root): directories are
-/// made readable, writable and searchable by their owner (us) on the way down.
-fn remove_all(path: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
-        other => return other,
-    }
-    let mut dirs = vec![path.to_path_buf()];
-    while let Some(dir) = dirs.pop() {
-        // Best effort: whatever cannot be unlocked makes the final removal fail, as before.
-        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
-            continue;
-        };
-        if !meta.is_dir() {
-            continue;
-        }
-        if meta.mode() & 0o700 != 0o700 {
-            let mode = (meta.mode() & 0o7777) | 0o700;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode));
-        }
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                dirs.push(entry.path());
-            }
-        }
-    }
-    std::fs::remove_dir_all(path)
 }
 
 fn pipe() -> Result<(File, File)> {
@@ -348,6 +315,8 @@ fn last_name(path: &Path) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]

@@ -238,22 +238,37 @@ impl BoxOptions {
                 ),
             ));
         }
-        for (key, value) in &self.env {
-            validate_env_name(key)?;
-            no_nul("env", value)?;
-        }
-        if let Some(dir) = &self.working_dir {
-            validate_working_dir(dir)?;
-        }
-        if let Some(user) = &self.user {
-            no_nul("user", user)?;
-        }
         no_nul("image", &self.image)?;
-        for arg in &self.command {
-            no_nul("command", arg)?;
-        }
-        Ok(())
+        validate_command(
+            &self.command,
+            &self.env,
+            self.working_dir.as_deref(),
+            self.user.as_deref(),
+        )
     }
+}
+
+/// Checks what a command runs with, for a box's main command and for an exec alike.
+fn validate_command(
+    argv: &[String],
+    env: &[(String, String)],
+    working_dir: Option<&str>,
+    user: Option<&str>,
+) -> Result<()> {
+    for arg in argv {
+        no_nul("command", arg)?;
+    }
+    for (key, value) in env {
+        validate_env_name(key)?;
+        no_nul("env", value)?;
+    }
+    if let Some(dir) = working_dir {
+        validate_working_dir(dir)?;
+    }
+    if let Some(user) = user {
+        no_nul("user", user)?;
+    }
+    Ok(())
 }
 
 /// Refuses a NUL byte in `value`: the guest passes strings to the kernel as C strings, which
@@ -411,19 +426,11 @@ impl BoxCommand {
     /// Checks the command's strings: no NUL bytes, a valid environment and an absolute
     /// working directory.
     pub fn validate(&self) -> Result<()> {
-        for arg in &self.argv {
-            no_nul("command", arg)?;
-        }
-        for (key, value) in &self.env {
-            validate_env_name(key)?;
-            no_nul("env", value)?;
-        }
-        if let Some(dir) = &self.working_dir {
-            validate_working_dir(dir)?;
-        }
-        if let Some(user) = &self.user {
-            no_nul("user", user)?;
-        }
-        Ok(())
+        validate_command(
+            &self.argv,
+            &self.env,
+            self.working_dir.as_deref(),
+            self.user.as_deref(),
+        )
     }
 }
