@@ -26,7 +26,9 @@ use whiteout::{EntryKind, LayerEntry};
 use crate::digest::{Algorithm, Digest};
 use crate::durability::Stamp;
 use crate::error::{Error, Result};
-use crate::extract::{ExtractOptions, MAX_ENTRIES, extract_layer, remove_path};
+use crate::extract::{
+    DEFAULT_MAX_LAYER_BYTES, ExtractOptions, MAX_ENTRIES, extract_layer, remove_path,
+};
 use crate::lock::FileLock;
 use crate::progress::Progress;
 use crate::spec::Compression;
@@ -60,6 +62,8 @@ pub struct CachedLayer {
 #[derive(Clone, Debug)]
 pub struct LayerCache {
     dir: PathBuf,
+    /// [`ExtractOptions::max_bytes`] of the layers this handle extracts.
+    max_layer_bytes: u64,
 }
 
 impl LayerCache {
@@ -67,12 +71,27 @@ impl LayerCache {
     pub fn open(home: &Path) -> Result<LayerCache> {
         let cache = LayerCache {
             dir: home.join("layers"),
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
         };
         for dir in [cache.tmp_dir(), cache.lock_dir()] {
             fs::create_dir_all(&dir).map_err(|e| Error::io("creating cache directory", &dir, e))?;
         }
         cache.clean_stale(None)?;
         Ok(cache)
+    }
+
+    /// This handle with the layers it extracts limited to `max_bytes` unpacked (see
+    /// [`ExtractOptions::max_bytes`]; the default is [`DEFAULT_MAX_LAYER_BYTES`]). A layer
+    /// over it fails and leaves nothing in the cache; layers cached before are not checked
+    /// again.
+    pub fn with_max_layer_bytes(mut self, max_bytes: u64) -> LayerCache {
+        self.max_layer_bytes = max_bytes;
+        self
+    }
+
+    /// The limit set by [`LayerCache::with_max_layer_bytes`].
+    pub fn max_layer_bytes(&self) -> u64 {
+        self.max_layer_bytes
     }
 
     /// Where the layer `diff_id` lives once cached (whether or not it is there).
@@ -184,6 +203,7 @@ impl LayerCache {
         };
         let opts = ExtractOptions {
             diff_id_algorithm: diff_id.algorithm(),
+            max_bytes: self.max_layer_bytes,
             ..ExtractOptions::default()
         };
         let extracted = extract_layer(reader, compression, &rootfs, &opts).map_err(layer_err)?;

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::digest::{Algorithm, Digest, HashingWriter};
 use crate::error::{Error, Result};
+use crate::extract::DEFAULT_MAX_LAYER_BYTES;
 use crate::lock::FileLock;
 use crate::progress::Progress;
 use crate::spec::{MAX_BLOB_BYTES, parse_json};
@@ -26,6 +27,8 @@ const COPY_CHUNK: usize = 256 << 10;
 pub struct Store {
     home: PathBuf,
     root: PathBuf,
+    /// See [`Store::with_max_layer_bytes`].
+    max_layer_bytes: u64,
 }
 
 impl Store {
@@ -35,6 +38,7 @@ impl Store {
         let store = Store {
             home: home.to_path_buf(),
             root,
+            max_layer_bytes: DEFAULT_MAX_LAYER_BYTES,
         };
         for dir in [
             store.root.join("blobs").join(Algorithm::Sha256.name()),
@@ -45,6 +49,22 @@ impl Store {
             fs::create_dir_all(&dir).map_err(|e| Error::io("creating directory", &dir, e))?;
         }
         Ok(store)
+    }
+
+    /// This store with the most bytes one layer may unpack to set to `max_bytes`, for the
+    /// layers [`Store::unpack`] extracts (into the layer cache, or by its fallback).
+    ///
+    /// The default, [`DEFAULT_MAX_LAYER_BYTES`], refuses no real image; lower it to bound the
+    /// disk a hostile image can fill, raise it for a trusted image with a larger layer.
+    /// Layers already in the cache are not checked again.
+    pub fn with_max_layer_bytes(mut self, max_bytes: u64) -> Store {
+        self.max_layer_bytes = max_bytes;
+        self
+    }
+
+    /// The most bytes one layer may unpack to; see [`Store::with_max_layer_bytes`].
+    pub fn max_layer_bytes(&self) -> u64 {
+        self.max_layer_bytes
     }
 
     /// The home directory the store was opened in.

@@ -12,6 +12,7 @@ use rustix::io::Errno;
 use whiteout::EntryKind;
 
 use super::entry::{Extractor, Kind, TarEntry};
+use super::over_limit;
 use super::path::{MAX_PATH_LEN, normalise, shown, split_last};
 use super::stream::Shared;
 use super::tree::{WalkError, remove};
@@ -117,6 +118,16 @@ impl Extractor {
         shared: &Shared,
     ) -> Result<()> {
         let meta = self.meta(entry)?;
+        if !marker {
+            // Checked before anything is written: a sparse entry's holes do not pass through
+            // the stream's own limit, and a regular entry's size is known up front.
+            let size = entry.size();
+            self.data_bytes = self.data_bytes.saturating_add(size);
+            if self.data_bytes > self.max_bytes {
+                let why = over_limit(self.max_bytes, "");
+                return Err(self.fail(format!("declares {size} bytes of data: {why}")));
+            }
+        }
         let parent = self.parent()?;
         let mode = Mode::from_raw_mode(CREATE_MODE);
         let fd = self.create(parent.as_fd(), "file", |dir, name| {

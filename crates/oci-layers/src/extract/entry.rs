@@ -14,7 +14,7 @@ use super::pax::{Pax, locate};
 use super::record::Ledger;
 use super::stream::{BUF_SIZE, Failure, LayerReader, MAX_ENTRY_METADATA, Shared};
 use super::tree::Walker;
-use super::{ExtractOptions, Extracted, MAX_ENTRIES};
+use super::{ExtractOptions, Extracted, MAX_ENTRIES, over_limit};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::spec::Compression;
@@ -57,6 +57,10 @@ pub(crate) struct Extractor {
     pub(super) root_meta: Option<Meta>,
     pub(super) files: u64,
     pub(super) skipped: u64,
+    /// [`ExtractOptions::max_bytes`].
+    pub(super) max_bytes: u64,
+    /// Bytes of file data the entries so far declared (sparse holes included).
+    pub(super) data_bytes: u64,
 }
 
 impl Extractor {
@@ -77,6 +81,8 @@ impl Extractor {
             root_meta: None,
             files: 0,
             skipped: 0,
+            max_bytes: opts.max_bytes,
+            data_bytes: 0,
         }
     }
 
@@ -127,6 +133,7 @@ impl Extractor {
                 "the layer's {codec} data is corrupt or truncated{after}: {e}; \
                  the blob is damaged, remove it and fetch the image again"
             ),
+            Failure::TooLarge => over_limit(self.max_bytes, &after),
             Failure::MetadataTooLarge => format!(
                 "a layer entry{after} has more than {MAX_ENTRY_METADATA} bytes of tar \
                  headers, long names and PAX records; the layer is corrupt or hostile"

@@ -34,6 +34,15 @@ pub(crate) use tree::remove_path;
 /// bounds the in-memory entry list (a hostile tar of empty entries is cheap to make).
 pub const MAX_ENTRIES: usize = whiteout::MAX_ENTRIES;
 
+/// Default for [`ExtractOptions::max_bytes`]: the most bytes one layer may unpack to.
+///
+/// Generous on purpose: real layers are megabytes to a few GiB uncompressed, and the largest
+/// in common use (CUDA and ML framework images) stay well below 32 GiB, so 64 GiB refuses no
+/// real image. It exists for hostile ones: a few KiB of gzip or zstd can decompress to
+/// terabytes, and a tar's sparse entries can declare terabytes of holes, either of which
+/// would otherwise fill the disk that holds the layer cache.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
+
 /// How to extract a layer.
 #[derive(Clone, Debug)]
 pub struct ExtractOptions {
@@ -42,6 +51,10 @@ pub struct ExtractOptions {
     pub preserve_owner: bool,
     /// Algorithm of the diff_id computed over the uncompressed tar.
     pub diff_id_algorithm: Algorithm,
+    /// Most bytes the layer may unpack to: the decompressed tar stream, and the data of its
+    /// files (a sparse file's holes included), each on its own. Extraction stops with an
+    /// error as soon as either passes it. Defaults to [`DEFAULT_MAX_LAYER_BYTES`].
+    pub max_bytes: u64,
 }
 
 impl Default for ExtractOptions {
@@ -49,8 +62,19 @@ impl Default for ExtractOptions {
         ExtractOptions {
             preserve_owner: rustix::process::geteuid().is_root(),
             diff_id_algorithm: Algorithm::Sha256,
+            max_bytes: DEFAULT_MAX_LAYER_BYTES,
         }
     }
+}
+
+/// Why a layer over its size limit was refused, and how to let it through: the one wording
+/// of the stream's and the files' checks. `after` says where, when the stream's check found it.
+fn over_limit(limit: u64, after: &str) -> String {
+    format!(
+        "the layer unpacks to more than {limit} bytes{after}, the limit for one layer; it is a \
+         decompression bomb or an unusually large image (a trusted one can be let through by \
+         raising the limit: ExtractOptions::max_bytes, Store::with_max_layer_bytes)"
+    )
 }
 
 /// What extracting one layer produced.
@@ -77,6 +101,10 @@ pub struct Extracted {
 /// Nothing is ever created or written outside `dest`: names with `..`, writes through
 /// symlinks and hard links to outside are rejected with an [`Error::Entry`] naming the
 /// entry. A later entry replaces an earlier one at the same path. Nothing is fsynced.
+/// A layer that unpacks to more than [`ExtractOptions::max_bytes`] fails as soon as it
+/// passes the limit (with a file's data refused before any of it is written). On any error
+/// `dest` may hold the entries made before it: extract into a fresh directory and discard it
+/// on error, as the layer cache and the rootfs fallback do.
 /// `blob` is read and decompressed on a second thread, overlapping with the creation of
 /// entries on this one.
 pub fn extract_layer(
@@ -99,14 +127,20 @@ fn extract_dyn(
         .map_err(|e| Error::io("opening the extraction directory", dest, e.into()))?;
     let mut extractor = entry::Extractor::new(root, opts, compression);
     let algorithm = opts.diff_id_algorithm;
-    let streamed = stream::with_layer_reader(blob, compression, algorithm, |reader, shared| {
-        let mut archive = tar::Archive::new(reader);
-        extractor.run(&mut archive, shared)?;
-        archive
-            .into_inner()
-            .finish()
-            .map_err(|e| extractor.stream_error(shared, &e, false))
-    });
+    let streamed = stream::with_layer_reader(
+        blob,
+        compression,
+        algorithm,
+        opts.max_bytes,
+        |reader, shared| {
+            let mut archive = tar::Archive::new(reader);
+            extractor.run(&mut archive, shared)?;
+            archive
+                .into_inner()
+                .finish()
+                .map_err(|e| extractor.stream_error(shared, &e, false))
+        },
+    );
     let (diff_id, bytes) = streamed
         .map_err(|e| Error::Invalid(format!("starting to decompress the layer: {e}")))??;
     extractor.finish(diff_id, bytes)

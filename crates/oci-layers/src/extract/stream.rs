@@ -56,6 +56,8 @@ pub(crate) enum Failure {
     Decode,
     /// One entry's tar metadata exceeded [`MAX_ENTRY_METADATA`].
     MetadataTooLarge,
+    /// The decompressed stream grew past the layer's size limit (`ExtractOptions::max_bytes`).
+    TooLarge,
     /// The decompressed bytes are not a valid tar archive.
     Tar,
 }
@@ -65,6 +67,7 @@ pub(crate) enum Failure {
 pub(crate) struct Shared {
     source_failed: Cell<bool>,
     decode_failed: Cell<bool>,
+    too_large: Cell<bool>,
     over_budget: Cell<bool>,
     capturing: Cell<bool>,
     /// Bytes the tar parser has read so far (its position in the archive).
@@ -81,6 +84,8 @@ impl Shared {
             Failure::Source
         } else if self.decode_failed.get() {
             Failure::Decode
+        } else if self.too_large.get() {
+            Failure::TooLarge
         } else if self.over_budget.get() {
             Failure::MetadataTooLarge
         } else {
@@ -93,6 +98,7 @@ impl Shared {
         let flag = match failure {
             Failure::Source => &self.source_failed,
             Failure::Decode => &self.decode_failed,
+            Failure::TooLarge => &self.too_large,
             Failure::MetadataTooLarge => &self.over_budget,
             Failure::Tar => return,
         };
@@ -118,11 +124,13 @@ impl Shared {
 /// Decompresses `blob` on a thread of its own while `consume` reads (and the reader hashes)
 /// the decompressed stream on this one; returns what `consume` returns once that thread has
 /// stopped. When `consume` returns early (its reader dropped), the thread stops after at
-/// most the chunk it is decoding. Fails only if decompression or the thread cannot start.
+/// most the chunk it is decoding. The reader fails ([`Failure::TooLarge`]) as soon as the
+/// stream grows past `max_bytes`. Fails only if decompression or the thread cannot start.
 pub(crate) fn with_layer_reader<T>(
     blob: &mut (dyn Read + Send),
     compression: Compression,
     algorithm: Algorithm,
+    max_bytes: u64,
     consume: impl for<'r> FnOnce(LayerReader<'r>, &'r Shared) -> T,
 ) -> io::Result<T> {
     let tap = SourceTap {
@@ -150,6 +158,7 @@ pub(crate) fn with_layer_reader<T>(
             recycle: recycle_tx,
             hasher: Hasher::new(algorithm),
             bytes: 0,
+            max_bytes,
             chunk: Vec::new(),
             at: 0,
             end: None,
@@ -315,6 +324,8 @@ pub(crate) struct LayerReader<'a> {
     hasher: Hasher,
     /// Bytes received so far.
     bytes: u64,
+    /// Most bytes the stream may have; one more fails it.
+    max_bytes: u64,
     /// The chunk being read, and how far.
     chunk: Vec<u8>,
     at: usize,
@@ -341,8 +352,19 @@ impl LayerReader<'_> {
             }
             match self.data.recv() {
                 Ok(Message::Data(chunk)) => {
+                    self.bytes = self.bytes.saturating_add(chunk.len() as u64);
+                    if self.bytes > self.max_bytes {
+                        // Stops here: dropping the reader (the extraction fails) makes the
+                        // decoding thread stop after at most the chunk it is on.
+                        self.shared.fail(Failure::TooLarge);
+                        let text = format!(
+                            "the decompressed layer is larger than {} bytes",
+                            self.max_bytes
+                        );
+                        self.failed = Some((io::ErrorKind::InvalidData, text.clone()));
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, text));
+                    }
                     self.hasher.update(&chunk);
-                    self.bytes += chunk.len() as u64;
                     self.chunk = chunk;
                 }
                 Ok(Message::End(end)) => self.end = Some(end),
@@ -440,6 +462,7 @@ mod tests {
             &mut blob,
             compression,
             Algorithm::Sha256,
+            u64::MAX,
             |reader, shared| (reader.finish(), shared.failure()),
         )
         .unwrap()
@@ -494,6 +517,7 @@ mod tests {
             &mut blob,
             Compression::Gzip,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, _| {
                 // Odd read sizes straddle chunk boundaries.
                 let mut out = Vec::new();
@@ -549,6 +573,7 @@ mod tests {
             &mut blob,
             Compression::Gzip,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, s| {
                 let mut got = Vec::new();
                 let err = r.read_to_end(&mut got).unwrap_err();
@@ -583,6 +608,7 @@ mod tests {
                 &mut Broken,
                 compression,
                 Algorithm::Sha256,
+                u64::MAX,
                 |mut reader, shared| {
                     assert!(reader.read(&mut [0; 16]).is_err());
                     shared.failure()
@@ -606,6 +632,7 @@ mod tests {
             &mut src,
             Compression::None,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, s| {
                 let mut got = Vec::new();
                 assert!(r.read_to_end(&mut got).is_err());
@@ -631,6 +658,7 @@ mod tests {
             &mut src,
             Compression::None,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, _| {
                 r.read_exact(&mut [0; 1]).unwrap();
                 // Let the decoder fill the channel, so it is blocked when the reader goes.
@@ -660,6 +688,7 @@ mod tests {
             &mut src,
             Compression::None,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, _| {
                 let mut buf = vec![0; 100_000];
                 while r.read(&mut buf).unwrap() > 0 {
@@ -676,6 +705,69 @@ mod tests {
     }
 
     #[test]
+    fn the_size_limit_is_exact() {
+        // Over several chunks, so the limit falls inside one.
+        let data: Vec<u8> = (0..3 * CHUNK_SIZE as u32 + 5)
+            .map(|i| (i % 249) as u8)
+            .collect();
+        let len = data.len() as u64;
+        let read = |max_bytes: u64| {
+            let mut blob = &data[..];
+            with_layer_reader(
+                &mut blob,
+                Compression::None,
+                Algorithm::Sha256,
+                max_bytes,
+                |mut r, s| {
+                    let mut got = Vec::new();
+                    let result = r.read_to_end(&mut got).map(|_| ());
+                    // A later read repeats the failure instead of pretending the stream ended.
+                    let again = r.read(&mut [0; 16]).is_err();
+                    (result, again, got.len() as u64, s.failure(), r.finish())
+                },
+            )
+            .unwrap()
+        };
+        let (result, again, got, _, finished) = read(len);
+        assert!(result.is_ok() && !again, "{result:?}");
+        assert_eq!(got, len);
+        assert_eq!(finished.unwrap().1, len);
+        let (result, again, got, failure, finished) = read(len - 1);
+        let err = result.unwrap_err();
+        assert_eq!(failure, Failure::TooLarge, "{err}");
+        assert!(err.to_string().contains(&format!("{}", len - 1)), "{err}");
+        assert!(again && finished.is_err());
+        assert!(got < len, "the chunk over the limit was handed on");
+    }
+
+    #[test]
+    fn a_bomb_stops_the_decoder_at_the_limit() {
+        // An endless stream: the decoding thread must stop soon after the limit, not read on.
+        let count = AtomicU64::new(0);
+        let mut src = Endless {
+            left: 1 << 40,
+            read: &count,
+            then_fail: false,
+        };
+        let max_bytes = 4 * CHUNK_SIZE as u64;
+        let failure = with_layer_reader(
+            &mut src,
+            Compression::None,
+            Algorithm::Sha256,
+            max_bytes,
+            |mut r, s| {
+                assert!(r.read_to_end(&mut Vec::new()).is_err());
+                s.failure()
+            },
+        )
+        .unwrap();
+        assert_eq!(failure, Failure::TooLarge);
+        let bound = max_bytes + ((CHUNKS_IN_FLIGHT + 3) * CHUNK_SIZE + 2 * BUF_SIZE) as u64;
+        let read = count.load(Ordering::Relaxed);
+        assert!(read <= bound, "the decoder read {read} bytes");
+    }
+
+    #[test]
     fn capture_is_capped() {
         let data = vec![0u8; MAX_ENTRY_METADATA + 10];
         let mut blob = &data[..];
@@ -683,6 +775,7 @@ mod tests {
             &mut blob,
             Compression::None,
             Algorithm::Sha256,
+            u64::MAX,
             |mut r, s| {
                 s.begin_metadata(Vec::new());
                 let mut sink = Vec::new();

@@ -12,15 +12,16 @@ use super::LayerBlob;
 use crate::error::{Error, Result};
 use crate::extract::{ExtractOptions, Extracted, extract_layer};
 
-/// Assembles `layers` (bottom first) into the empty directory `dest` straight from the blobs.
-pub fn extract(layers: &[LayerBlob], dest: &Path) -> Result<fastcopy::Report> {
+/// Assembles `layers` (bottom first) into the empty directory `dest` straight from the blobs,
+/// each limited to `max_bytes` unpacked.
+pub fn extract(layers: &[LayerBlob], dest: &Path, max_bytes: u64) -> Result<fastcopy::Report> {
     // Staging beside the destination keeps it on the same filesystem, so renames work.
     let parent = dest.parent().unwrap_or(Path::new("."));
     let staging = tempfile::Builder::new()
         .prefix(".boxlite-staging-")
         .tempdir_in(parent)
         .map_err(|e| Error::io("creating a staging directory in", parent, e))?;
-    let result = stack(layers, staging.path(), dest);
+    let result = stack(layers, staging.path(), dest, max_bytes);
     // The staging trees keep the layers' read-only directories, which the temporary
     // directory's own removal cannot get through without root; fastcopy's can.
     let removed = fastcopy::remove_tree(staging.path());
@@ -30,7 +31,16 @@ pub fn extract(layers: &[LayerBlob], dest: &Path) -> Result<fastcopy::Report> {
 }
 
 /// Extracts every layer into `staging/<index>` and moves the surviving entries into `dest`.
-fn stack(layers: &[LayerBlob], staging: &Path, dest: &Path) -> Result<fastcopy::Report> {
+fn stack(
+    layers: &[LayerBlob],
+    staging: &Path,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<fastcopy::Report> {
+    let opts = ExtractOptions {
+        max_bytes,
+        ..ExtractOptions::default()
+    };
     let extracted: Vec<Extracted> = layers
         .par_iter()
         .enumerate()
@@ -39,7 +49,7 @@ fn stack(layers: &[LayerBlob], staging: &Path, dest: &Path) -> Result<fastcopy::
             std::fs::create_dir(&root).map_err(|e| Error::io("creating", &root, e))?;
             let blob = File::open(&layer.blob)
                 .map_err(|e| Error::io("opening layer blob", &layer.blob, e))?;
-            let out = extract_layer(blob, layer.compression, &root, &ExtractOptions::default())
+            let out = extract_layer(blob, layer.compression, &root, &opts)
                 .map_err(|e| Error::Invalid(format!("{}: {e}", layer.what)))?;
             if out.diff_id != layer.diff_id {
                 return Err(Error::DigestMismatch {

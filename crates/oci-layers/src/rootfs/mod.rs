@@ -71,7 +71,9 @@ pub struct AssembleReport {
 /// `lock_dir` holds the lock files that keep two processes from assembling into the same
 /// destination at once. Idempotent: a destination that already holds a complete rootfs of this
 /// image is left as it is; one left half-written by a killed process is cleared and redone; a
-/// non-empty directory boxlite did not write is refused, never overwritten.
+/// non-empty directory boxlite did not write is refused, never overwritten. Layers are
+/// extracted (into the cache, or by the fallback) with the cache's
+/// [`LayerCache::max_layer_bytes`].
 pub fn assemble(
     cache: &LayerCache,
     manifest: &Digest,
@@ -80,11 +82,21 @@ pub fn assemble(
     lock_dir: &Path,
     progress: bool,
 ) -> Result<AssembleReport> {
-    assemble_with(Ok(cache), manifest, layers, dest, lock_dir, progress)
+    let max_layer_bytes = cache.max_layer_bytes();
+    assemble_with(
+        Ok(cache),
+        manifest,
+        layers,
+        dest,
+        lock_dir,
+        progress,
+        max_layer_bytes,
+    )
 }
 
 /// [`assemble`] with a cache that may have failed to open, in which case the copy-based path
-/// is skipped and the fallback builds the rootfs.
+/// is skipped and the fallback builds the rootfs; the fallback extracts each layer with at
+/// most `max_layer_bytes` unpacked.
 fn assemble_with(
     cache: std::result::Result<&LayerCache, &Error>,
     manifest: &Digest,
@@ -92,6 +104,7 @@ fn assemble_with(
     dest: &Path,
     lock_dir: &Path,
     progress: bool,
+    max_layer_bytes: u64,
 ) -> Result<AssembleReport> {
     let record = Record {
         manifest: manifest.clone(),
@@ -141,7 +154,8 @@ fn assemble_with(
             clear(dest)?;
             report.fallback_reason = Some(primary.to_string());
             report.method = Method::ExtractStack;
-            report.copy = extract_stack::extract(layers, dest).map_err(|fallback| {
+            let fallback = extract_stack::extract(layers, dest, max_layer_bytes);
+            report.copy = fallback.map_err(|fallback| {
                 Error::Invalid(format!(
                     "assembling {}: {primary}; the extraction-based fallback failed too: {fallback}",
                     dest.display()
@@ -243,7 +257,9 @@ fn lock_name(dest: &Path) -> String {
 
 impl crate::store::Store {
     /// Assembles the rootfs of image `name_or_digest` into `dest`, with the layer cache that
-    /// lives under the same state directory.
+    /// lives under the same state directory. Each layer not yet cached is extracted with at
+    /// most [`Store::max_layer_bytes`](crate::Store::max_layer_bytes) unpacked; one over it
+    /// fails the call and leaves nothing behind, in the cache or in `dest`.
     pub fn unpack(
         &self,
         name_or_digest: &str,
@@ -255,7 +271,9 @@ impl crate::store::Store {
         let image = self.get(name_or_digest)?;
         // A cache that cannot even be opened (its directory unwritable, or a file in the way)
         // only rules out the copy-based path; the fallback needs no cache.
-        let cache = LayerCache::open(self.home());
+        let max_layer_bytes = self.max_layer_bytes();
+        let cache =
+            LayerCache::open(self.home()).map(|cache| cache.with_max_layer_bytes(max_layer_bytes));
         let count = image.record.layers.len();
         let layers = image
             .record
@@ -283,6 +301,7 @@ impl crate::store::Store {
             dest,
             &self.home().join("locks"),
             progress,
+            max_layer_bytes,
         )
     }
 }
