@@ -65,6 +65,9 @@ pub struct RuntimeOptions {
     /// The most bytes of a box's console log file: past it the log is rotated once
     /// (`console.log.1`), so a guest that writes forever keeps at most twice this on disk.
     pub console_log_limit: u64,
+    /// The most bytes one image layer may unpack to: a hostile layer can be a few KB of
+    /// gzip that unpacks to terabytes (default [`oci_layers::extract::DEFAULT_MAX_LAYER_BYTES`]).
+    pub max_layer_bytes: u64,
     /// Test hook, not part of the API: the step at which this process (or, for a start's
     /// steps, the box's supervisor) kills itself as a crash there would.
     #[doc(hidden)]
@@ -86,6 +89,7 @@ impl RuntimeOptions {
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             force_kvm: false,
             console_log_limit: crate::supervisor::console::DEFAULT_CONSOLE_LOG_LIMIT,
+            max_layer_bytes: oci_layers::extract::DEFAULT_MAX_LAYER_BYTES,
             abort_at: None,
         }
     }

@@ -193,7 +193,7 @@ impl Runtime {
         for dir in [layout.boxes_dir(), layout.tmp_dir(), layout.disks_dir()] {
             home::create_private_dir(&dir)?;
         }
-        let store = Store::open(&options.home)?;
+        let store = Store::open(&options.home)?.with_max_layer_bytes(options.max_layer_bytes);
         let db = StateDb::open(&layout.state_db())?;
         home::make_private(&layout.state_db())?;
         remove_stale_scratch(&layout)?;

@@ -49,3 +49,17 @@ async fn the_console_log_is_capped_and_rotated_once() {
     assert!(current.contains("\n5999"), "{tail}");
     assert!(!bx.console_log().with_extension("log.2").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_layer_past_the_unpack_limit_is_refused_at_create() {
+    let Some(fx) = Fixture::new() else { return };
+    let mut options = fx.options();
+    // The test image's one layer unpacks to several MB (a shell and coreutils).
+    options.max_layer_bytes = 256 << 10;
+    let rt = boxlite::Runtime::open(options).unwrap();
+    let err = rt.create(support::named("bomb")).await.unwrap_err();
+    assert!(err.to_string().contains("unpacks to more than"), "{err}");
+    assert!(rt.list().await.unwrap().is_empty());
+    // Within the default limit the same image makes a box.
+    fx.runtime().create(support::named("fine")).await.unwrap();
+}
