@@ -73,6 +73,9 @@ pub enum Grant {
     /// A directory the process creates Unix sockets in: given to the identity's group with
     /// write, search and the sticky bit (it can remove only what it made).
     SocketDir,
+    /// A file the process only reads, shared with other jails: if others may not read it,
+    /// it is given to group `gid` (one of the identity's groups) with read permission.
+    ReadableBy(u32),
 }
 
 /// A resource limit (soft and hard).
@@ -133,6 +136,12 @@ impl Jailed {
     /// Which protections the process gets, and why the others not.
     pub fn protections(&self) -> &Protections {
         &self.protections
+    }
+
+    /// The report, for the caller to add what it knows (a seccomp filter the program
+    /// installs, a reason of its own policy).
+    pub fn protections_mut(&mut self) -> &mut Protections {
+        &mut self.protections
     }
 
     /// The process's cgroup, if it has one.
@@ -420,8 +429,8 @@ pub fn host() -> Protections {
 /// Why there is no PID namespace.
 const NO_PID_NAMESPACE: &str = "not used: unshare(CLONE_NEWPID) before execve would move only \
     the VM process's children, and leave it unable to create threads; the process shares the \
-    host's PID namespace (Landlock's signal scope and its own user keep it from signalling or \
-    tracing other processes)";
+    host's PID namespace (an own user, or Landlock's signal scope from ABI 6, keeps it from \
+    signalling other processes)";
 
 /// Why Landlock is off.
 const NO_LANDLOCK: &str = "the kernel has no Landlock (not built in, or not in the boot's \
@@ -493,6 +502,22 @@ fn apply_grant(path: &Path, grant: Grant, id: &Identity) -> Result<()> {
                 std::fs::Permissions::from_mode((mode & 0o7777) | SOCKET_DIR_BITS),
             )
             .map_err(Error::path("opening to the jail's group", path))
+        }
+        Grant::ReadableBy(gid) => {
+            let mode = std::fs::metadata(path)
+                .map_err(Error::path("reading", path))?
+                .permissions()
+                .mode();
+            if mode & 0o004 != 0 {
+                return Ok(());
+            }
+            std::os::unix::fs::chown(path, None, Some(gid))
+                .map_err(Error::path("giving the jails' group", path))?;
+            std::fs::set_permissions(
+                path,
+                std::fs::Permissions::from_mode((mode & 0o7777) | 0o040),
+            )
+            .map_err(Error::path("opening to the jails' group", path))
         }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 
@@ -153,6 +154,9 @@ fn as_root_the_child_runs_as_the_identity_and_owns_its_grants() {
     }
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("disk");
+    let shared = dir.path().join("base");
+    std::fs::write(&shared, b"").unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o600)).unwrap();
     let mut jail = Jail::new();
     jail.identity(Identity {
         uid: 4_000_001,
@@ -161,6 +165,7 @@ fn as_root_the_child_runs_as_the_identity_and_owns_its_grants() {
     })
     .grant(&file, Grant::File)
     .grant(dir.path(), Grant::SocketDir)
+    .grant(&shared, Grant::ReadableBy(4_000_003))
     .rlimit(Resource::NProc, 16);
     let (child, jailed) = sleeping(jail);
     let pid = child.0.id();
@@ -183,6 +188,8 @@ fn as_root_the_child_runs_as_the_identity_and_owns_its_grants() {
         (meta.uid(), meta.gid(), meta.mode() & 0o1030),
         (0, 4_000_002, 0o1030)
     );
+    let meta = std::fs::metadata(&shared).unwrap();
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (4_000_003, 0o640));
     let p = jailed.protections();
     assert!(p.is_active(IDENTITY), "{p:?}");
     assert!(p.get(RLIMITS).unwrap().reason.contains("nproc 16"), "{p:?}");

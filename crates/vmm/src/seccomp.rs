@@ -147,10 +147,7 @@ fn rules(thread: Thread, pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRu
         Thread::Vcpu => {
             rules.insert(
                 libc::SYS_ioctl,
-                vec![
-                    arg_eq(1, KVM_RUN())?,
-                    arg_eq(1, KVM_GET_REGS())?,
-                ],
+                vec![arg_eq(1, KVM_RUN())?, arg_eq(1, KVM_GET_REGS())?],
             );
         }
         Thread::Devices => {
