@@ -16,6 +16,11 @@ const PROGRAM: &str = "qemu-system-x86_64";
 /// The name of the virtio-serial port that carries the protocol (`boxlite.port=agent`).
 const AGENT_PORT: &str = "agent";
 
+/// QEMU's own seccomp filter (`-sandbox`, QEMU built with libseccomp, as Debian's is): on,
+/// plus denying obsolete calls, privilege changes (set*uid), spawning processes (fork,
+/// execve) and resource control (scheduling, affinity, priorities). A denied call kills it.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// QEMU as an engine.
 pub struct Qemu;
 
@@ -131,6 +136,7 @@ impl Engine for Qemu {
                 }
             }
         }
+        command.args(["-sandbox", SANDBOX]);
         command
     }
 }
@@ -178,6 +184,7 @@ mod tests {
         assert!(args.contains("boxlite.hostname=web-1 boxlite.port=agent"));
         assert!(args.contains("virtserialport,chardev=agent,name=agent"));
         assert!(args.contains("path=/b/console.log,append=on"));
+        assert!(args.ends_with(&format!("-sandbox {SANDBOX}")), "{args}");
         let kvm = self::args(true);
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
     }
