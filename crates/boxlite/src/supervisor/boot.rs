@@ -20,32 +20,32 @@ pub const CONSOLE_TAIL_BYTES: u64 = 4096;
 /// The capability an agent announces when it could not build the box's root.
 const ROOT_FAILED: &str = "root-failed";
 
-/// Starts the engine's `std_command` for `spec`; it dies with this process.
-pub fn spawn(std_command: std::process::Command, spec: &VmSpec) -> Result<Child> {
+/// Starts the engine's `std_command` for `spec` in `jail` (which makes it die with this
+/// process's spawning thread); what the jail applies comes back with the child.
+pub fn spawn(
+    mut std_command: std::process::Command,
+    spec: &VmSpec,
+    jail: jail::Jail,
+) -> Result<(Child, jail::Jailed)> {
     let program = std::path::PathBuf::from(std_command.get_program());
     let vm_log =
         std::fs::File::create(&spec.vm_log).map_err(|e| Error::io("creating", &spec.vm_log, e))?;
+    let jailed = jail
+        .apply(&mut std_command)
+        .map_err(|e| Error::InvalidInput(format!("preparing the VM's jail: {e}")))?;
     let mut command = Command::from(std_command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(vm_log)
         .kill_on_drop(true);
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-    // which is async-signal-safe; it touches no memory shared with the parent.
-    unsafe {
-        command.pre_exec(|| {
-            // The VM must not outlive its supervisor: a killed supervisor would leave an
-            // unreachable VM holding the box's disk.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
+    match command.spawn() {
+        Ok(child) => Ok((child, jailed)),
+        Err(e) => {
+            let _ = jailed.finish();
+            Err(Error::io("starting the VM", &program, e))
+        }
     }
-    command
-        .spawn()
-        .map_err(|e| Error::io("starting the VM", &program, e))
 }
 
 /// Waits for the agent's hello on the engine's socket, while watching that the VM lives and

@@ -10,6 +10,7 @@
 
 mod args;
 mod boot;
+pub(crate) mod jail;
 pub(crate) mod launch;
 mod relay;
 
@@ -120,8 +121,21 @@ impl Supervisor {
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
         let console_start = file_len(&self.paths.console_log());
         let started = Instant::now();
-        let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec) {
-            Ok(vm) => vm,
+        jail::forget(self.paths.dir());
+        let spawned = jail::for_box(&spec, &self.args.engine, id, self.paths.dir()).and_then(
+            |(jailed_spec, jail, notes)| {
+                let (vm, mut jailed) =
+                    boot::spawn(self.args.engine.command(&jailed_spec), &spec, jail)?;
+                for note in notes {
+                    jailed
+                        .protections_mut()
+                        .set(&note.name, note.active, note.reason);
+                }
+                Ok((vm, jailed))
+            },
+        );
+        let (mut vm, mut jailed) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => {
                 self.finish(&Ending::Crashed(e.to_string()))?;
                 return Err(e);
@@ -133,10 +147,16 @@ impl Supervisor {
             Ok(connected) => connected,
             Err(e) => {
                 let _ = vm.kill().await;
+                let _ = jailed.finish();
                 self.finish(&Ending::Crashed(first_line(&e)))?;
                 return Err(e);
             }
         };
+        if let Some(pid) = vm.id() {
+            jail::observe(jailed.protections_mut(), pid);
+        }
+        // Best effort: the box runs whether or not its report could be written.
+        let _ = jail::record(self.paths.dir(), jailed.protections());
         let boot_ms = started.elapsed().as_secs_f64() * 1000.0;
         let socket = self.paths.box_socket();
         let listener =
@@ -145,6 +165,8 @@ impl Supervisor {
         ready.succeed();
         let ending = self.serve(&mut vm, Arc::new(guest), hello, listener).await;
         let _ = std::fs::remove_file(&socket);
+        // The VM has been reaped: its cgroup is empty.
+        let _ = jailed.finish();
         self.finish(&ending)
     }
 
