@@ -1,7 +1,8 @@
 //! Seccomp allowlists, one per kind of thread, installed by each thread on itself once the VM
 //! is built: after that no thread opens a file, makes a socket, maps a new device or starts
 //! a process, so none may. Any system call outside a thread's list kills the whole process
-//! (`SECCOMP_RET_KILL_PROCESS`, seen as SIGSYS).
+//! (`SECCOMP_RET_KILL_PROCESS`, seen as SIGSYS), except opening a file, which fails with
+//! EACCES: glibc's malloc opens /proc and /sys files by itself, and copes.
 //!
 //! The lists follow what each thread does (and Firecracker's published filters for which
 //! calls a KVM VMM's threads make): a vCPU thread runs `KVM_RUN` and dispatches exits to
@@ -42,23 +43,41 @@ pub enum Thread {
     Devices,
 }
 
-/// The compiled filters, one per [`Thread`].
+/// The compiled filters, one per [`Thread`], and the one every thread adds that makes
+/// opening a file fail.
 #[derive(Debug, Clone)]
 pub struct Filters {
     main: BpfProgram,
     vcpu: BpfProgram,
     devices: BpfProgram,
+    no_open: BpfProgram,
 }
+
+/// What opening a file returns once the filters are in: glibc opens files by itself long
+/// after start-up (malloc reads /proc/sys/vm/overcommit_memory the first time a thread's
+/// arena shrinks, and the CPU count from /sys when it makes an arena), and copes when that
+/// fails; so `open`/`openat` fail with EACCES instead of killing the process. Either way
+/// the VMM opens nothing.
+const OPEN_ERRNO: u32 = libc::EACCES as u32;
 
 impl Filters {
     /// Compiles the filters for this process (its pid is part of the `tgkill` rule).
     pub fn build() -> Result<Filters> {
         // SAFETY: getpid(2) cannot fail.
         let pid = unsafe { libc::getpid() };
+        let no_open = [libc::SYS_open, libc::SYS_openat]
+            .into_iter()
+            .map(|call| (call, Vec::new()))
+            .collect();
         Ok(Filters {
             main: compile(rules(Thread::Main, pid)?)?,
             vcpu: compile(rules(Thread::Vcpu, pid)?)?,
             devices: compile(rules(Thread::Devices, pid)?)?,
+            no_open: compile_with(
+                no_open,
+                SeccompAction::Allow,
+                SeccompAction::Errno(OPEN_ERRNO),
+            )?,
         })
     }
 
@@ -70,6 +89,9 @@ impl Filters {
             Thread::Vcpu => &self.vcpu,
             Thread::Devices => &self.devices,
         };
+        // Two filters: the kernel takes the strictest answer, so the allowlist lets
+        // `openat` through to the second, which fails it.
+        seccompiler::apply_filter(&self.no_open).map_err(|e| seccomp_error("installing", e))?;
         seccompiler::apply_filter(program).map_err(|e| seccomp_error("installing", e))
     }
 }
@@ -112,6 +134,9 @@ const COMMON: &[libc::c_long] = &[
     libc::SYS_restart_syscall,
     libc::SYS_exit,
     libc::SYS_exit_group,
+    // Let through to the second filter, which fails them (see OPEN_ERRNO).
+    libc::SYS_open,
+    libc::SYS_openat,
 ];
 
 /// The device thread's additions: epoll, the console socket's clients, disk I/O.
@@ -162,13 +187,16 @@ fn rules(thread: Thread, pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRu
 }
 
 fn compile(rules: BTreeMap<i64, Vec<SeccompRule>>) -> Result<BpfProgram> {
-    let filter = SeccompFilter::new(
-        rules,
-        SeccompAction::KillProcess,
-        SeccompAction::Allow,
-        TargetArch::x86_64,
-    )
-    .map_err(|e| seccomp_error("building", e))?;
+    compile_with(rules, SeccompAction::KillProcess, SeccompAction::Allow)
+}
+
+fn compile_with(
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: SeccompAction,
+    matched: SeccompAction,
+) -> Result<BpfProgram> {
+    let filter = SeccompFilter::new(rules, mismatch, matched, TargetArch::x86_64)
+        .map_err(|e| seccomp_error("building", e))?;
     BpfProgram::try_from(filter).map_err(|e| seccomp_error("compiling", e))
 }
 
@@ -206,6 +234,12 @@ mod tests {
             libc::write(1, said.as_ptr().cast(), said.len());
             libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0);
         }
+        // Opening a file fails (EACCES) rather than killing: glibc does it by itself.
+        let opened = std::fs::File::open("/proc/self/status");
+        assert_eq!(opened.unwrap_err().raw_os_error(), Some(libc::EACCES));
+        let said = b"open denied\n";
+        // SAFETY: write(2) of a valid buffer to stdout.
+        unsafe { libc::write(1, said.as_ptr().cast(), said.len()) };
         // SAFETY: socket(2) with plain arguments; the filter kills the process here.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
         let survived = format!("survived socket() = {fd}\n");
@@ -228,6 +262,7 @@ mod tests {
                 .unwrap();
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(stdout.contains("installed"), "{thread}: {out:?}");
+            assert!(stdout.contains("open denied"), "{thread}: {out:?}");
             assert!(!stdout.contains("survived"), "{thread}: {stdout}");
             assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{thread}: {out:?}");
         }
@@ -244,7 +279,7 @@ mod tests {
         }
         for call in [
             libc::SYS_socket,
-            libc::SYS_openat,
+            libc::SYS_connect,
             libc::SYS_execve,
             libc::SYS_clone,
             libc::SYS_ptrace,
