@@ -155,6 +155,7 @@ fn run_l1(
             "test result",
             "kvm engine boot",
             "panicked",
+            "boxlite-vmm",
             RESULT_MARK,
         ]
         .iter()
@@ -413,6 +414,8 @@ export BOXLITE_KERNEL_DIR=/l2 BOXLITE_GUEST_INITRAMFS=/l2/initramfs
 BOXLITE_VMM=/bin/boxlite-vmm /bin/runtime-test --exact the_kvm_engine_boots_a_box_on_hardware_kvm \
   --nocapture --test-threads 1 || RESULT=fail
 echo "L1: test ended at $(cut -d' ' -f1 /proc/uptime)s"
+# A seccomp kill (boxlite-vmm's filters) names the system call here (audit type 1326).
+dmesg | grep 'type=1326' | sed 's/^/L1: seccomp: /'
 echo "NESTED-RESULT: $RESULT"
 poweroff -f
 "#;

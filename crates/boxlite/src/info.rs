@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+pub use jail::{Protection, Protections};
 use serde::Serialize;
 
 use crate::options::BoxOptions;
@@ -46,6 +47,10 @@ pub struct BoxInfo {
     pub exit_code: Option<i32>,
     /// Why it stopped or crashed, in words.
     pub reason: Option<String>,
+    /// How its VM process was confined at its last boot (which protections, and why others
+    /// not), as its supervisor recorded them; `None` before the first boot. Filled by
+    /// [`crate::LiteBox::info`], not by [`crate::Runtime::list`].
+    pub protections: Option<Protections>,
 }
 
 impl From<BoxRecord> for BoxInfo {
@@ -68,6 +73,7 @@ impl From<BoxRecord> for BoxInfo {
             bytes_streamed: r.bytes_streamed,
             exit_code: r.exit_code,
             reason: r.reason,
+            protections: None,
         }
     }
 }
@@ -94,6 +100,8 @@ pub struct HostInfo {
     pub supervisor: Option<PathBuf>,
     /// Host memory in MiB.
     pub memory_mib: Option<u64>,
+    /// Which protections a box's VM process gets on this host, and why others not.
+    pub protections: Protections,
 }
 
 /// One engine's availability.

@@ -97,7 +97,7 @@ pub use execution::{
     DEFAULT_OUTPUT_LIMIT, ExecOutput, ExecStdin, Execution, ExitStatus, Output, Signal,
 };
 pub use images::{GcReport, Image, ImageInfo, UnpackMethod, UnpackReport};
-pub use info::{BoxInfo, EngineInfo, HostInfo};
+pub use info::{BoxInfo, EngineInfo, HostInfo, Protection, Protections};
 pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics, RemoveMode};
 pub use options::{
     BoxCommand, BoxOptions, DEFAULT_BOOT_TIMEOUT, DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB,

@@ -101,9 +101,12 @@ impl LiteBox {
         &self.name
     }
 
-    /// The box's record, its state made truthful.
+    /// The box's record, its state made truthful, with the protections of its last boot.
     pub async fn info(&self) -> Result<BoxInfo> {
-        self.record().await.map(BoxInfo::from)
+        let mut info = BoxInfo::from(self.record().await?);
+        let dir = self.shared.layout.box_dir(&self.id);
+        info.protections = crate::supervisor::jail::recorded(dir.dir());
+        Ok(info)
     }
 
     /// The box's console log: the guest kernel's messages and its main command's output.

@@ -312,6 +312,7 @@ impl Runtime {
             initramfs: shared.initramfs().ok(),
             supervisor: shared.supervisor().ok().map(|s| s.program),
             memory_mib: host::memory_total_mib().ok(),
+            protections: crate::supervisor::jail::host(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub mod host;
 pub mod layout;
 pub mod machine;
 pub mod memory;
+pub mod seccomp;
 pub mod vm;
 
 pub use error::{Error, Result};

@@ -13,6 +13,7 @@ use crate::devices::legacy::boot_timer::BootTime;
 use crate::event_loop::{EventLoop, SharedTransport};
 use crate::exit::{ExitReason, ExitState};
 use crate::memory::{self, GuestMemory};
+use crate::seccomp::{Filters, Thread};
 
 /// How long stopping waits for vCPU threads to leave KVM_RUN before giving up on them.
 const STOP_DEADLINE: Duration = Duration::from_secs(5);
@@ -43,6 +44,7 @@ pub struct Machine {
     transports: Vec<SharedTransport>,
     boot_time: BootTime,
     started: Instant,
+    seccomp: Option<Arc<Filters>>,
 }
 
 extern "C" fn kick_handler(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -80,7 +82,15 @@ impl Machine {
             transports,
             boot_time,
             started,
+            seccomp: None,
         }
+    }
+
+    /// Has every thread of the run install its seccomp filter first thing (the main thread
+    /// once the others are started): from then on a system call outside its thread's list
+    /// kills the process.
+    pub fn set_seccomp(&mut self, filters: Filters) {
+        self.seccomp = Some(Arc::new(filters));
     }
 
     /// Guest memory.
@@ -122,13 +132,18 @@ impl Machine {
             boot_time,
             started,
             mem,
+            seccomp,
             ..
         } = self;
         let stop_devices = event_loop.stopper();
         let devices_exit = exit.clone();
+        let devices_seccomp = seccomp.clone();
         let devices = std::thread::Builder::new()
             .name("vmm-devices".into())
             .spawn(move || {
+                if !filtered(devices_seccomp.as_deref(), Thread::Devices, &devices_exit) {
+                    return;
+                }
                 if let Err(e) = event_loop.run() {
                     devices_exit.stop(ExitReason::VmmError(format!("device thread: {e}")));
                 }
@@ -138,14 +153,21 @@ impl Machine {
         for (i, vcpu) in vcpus.into_iter().enumerate() {
             let (io, mmio, state, first_run) =
                 (io.clone(), mmio.clone(), exit.clone(), first_run.clone());
+            let vcpu_seccomp = seccomp.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("vcpu{i}"))
-                .spawn(move || crate::cpu::vcpu::run(vcpu, &io, &mmio, &state, &first_run));
+                .spawn(move || {
+                    if filtered(vcpu_seccomp.as_deref(), Thread::Vcpu, &state) {
+                        crate::cpu::vcpu::run(vcpu, &io, &mmio, &state, &first_run);
+                    }
+                });
             match spawned {
                 Ok(t) => threads.push(t),
                 Err(e) => exit.stop(ExitReason::VmmError(format!("spawning vCPU thread: {e}"))),
             }
         }
+        // No thread is started after this point.
+        filtered(seccomp.as_deref(), Thread::Main, &exit);
         let reason = exit.wait(timeout).unwrap_or_else(|| {
             exit.stop(ExitReason::Stopped);
             ExitReason::Stopped
@@ -173,6 +195,21 @@ impl Machine {
                 .get()
                 .map(|t| t.saturating_duration_since(started)),
             boot: boot_time.get().copied(),
+        }
+    }
+}
+
+/// Installs `thread`'s filter, if there are filters; false (and the VM stopping, with why)
+/// if it cannot be: no thread runs unfiltered once filters were asked for.
+fn filtered(filters: Option<&Filters>, thread: Thread, exit: &ExitState) -> bool {
+    let Some(filters) = filters else {
+        return true;
+    };
+    match filters.install(thread) {
+        Ok(()) => true,
+        Err(e) => {
+            exit.stop(ExitReason::VmmError(format!("{thread:?} thread: {e}")));
+            false
         }
     }
 }

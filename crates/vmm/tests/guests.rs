@@ -27,6 +27,36 @@ fn kvm_present() -> bool {
     ok
 }
 
+/// Set in the child process of [`every_guest_runs_under_the_seccomp_filters`].
+const SECCOMP: &str = "VMM_GUESTS_SECCOMP";
+
+fn seccomp_on() -> bool {
+    std::env::var_os(SECCOMP).is_some()
+}
+
+/// Every test of this file again, in a child process whose VMs install boxlite-vmm's
+/// seccomp filters (`Machine::run`'s thread gets the main thread's filter):
+/// a system call missing from a list would kill the child with SIGSYS.
+#[test]
+fn every_guest_runs_under_the_seccomp_filters() {
+    if seccomp_on() || !kvm_present() {
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--test-threads=1", "--skip", "every_guest_runs_under"])
+        .env(SECCOMP, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{:?}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("test result: ok"), "{stdout}");
+}
+
 fn run(cpus: u8, code: Vec<u8>, entry: Entry, rng: bool) -> (ExitReason, String) {
     let out = SharedBuffer::default();
     let addr = match entry {
@@ -35,8 +65,17 @@ fn run(cpus: u8, code: Vec<u8>, entry: Entry, rng: bool) -> (ExitReason, String)
     let mut config = VmConfig::new(cpus, 16, Boot::Program { code, addr, entry });
     config.serial = Some(Box::new(out.clone()));
     config.rng = rng;
-    let machine = builder::build(config).unwrap();
-    let outcome = machine.run(DEADLINE);
+    let mut machine = builder::build(config).unwrap();
+    let outcome = if seccomp_on() {
+        machine.set_seccomp(vmm::seccomp::Filters::build().unwrap());
+        // On a thread of its own, as boxlite-vmm's main thread: the filter stays with it,
+        // and the test's own checks run unfiltered.
+        std::thread::spawn(move || machine.run(DEADLINE))
+            .join()
+            .unwrap()
+    } else {
+        machine.run(DEADLINE)
+    };
     assert!(outcome.setup.is_some(), "the vCPU entered KVM_RUN");
     (
         outcome.reason,

@@ -11,6 +11,7 @@
 //! ≤ 10 MiB RSS.
 
 use std::fmt::Write as _;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,7 +280,13 @@ impl RawVm {
     async fn boot(&self, i: usize) -> Result<Duration> {
         let dir = self.dir.join(i.to_string());
         std::fs::create_dir_all(&dir)?;
-        let (box_disk, agent_socket) = (dir.join("disk.ext4"), dir.join("agent.sock"));
+        let box_disk = dir.join("disk.ext4");
+        // The channels as the supervisor makes them: socket pairs, the VM's ends inherited.
+        let (agent, agent_vm) = std::os::unix::net::UnixStream::pair()?;
+        let (console, console_vm) = std::os::unix::net::UnixStream::pair()?;
+        for end in [&agent_vm, &console_vm] {
+            rustix::io::fcntl_setfd(end, rustix::io::FdFlags::empty())?;
+        }
         let spec = VmSpec {
             kernel: self.kernel.clone(),
             initramfs: self.initramfs.clone(),
@@ -296,11 +303,11 @@ impl RawVm {
                     path: box_disk.clone(),
                     read_only: false,
                 },
-                Device::Console {
-                    log: dir.join("console.log"),
-                },
                 Device::Agent {
-                    socket: agent_socket.clone(),
+                    fd: agent_vm.as_raw_fd(),
+                },
+                Device::Console {
+                    fd: console_vm.as_raw_fd(),
                 },
             ],
         };
@@ -311,26 +318,21 @@ impl RawVm {
             .stdout(Stdio::null())
             .stderr(vm_log);
         let start = Instant::now();
-        let mut vm = KillOnDrop(cmd.spawn().context("starting qemu-system-x86_64")?);
-        // Polled as the supervisor polls: the socket appears once QEMU is up.
-        let stream = loop {
-            if let Ok(stream) = tokio::net::UnixStream::connect(&agent_socket).await {
-                break stream;
-            }
-            if let Some(status) = vm.0.try_wait()? {
-                bail!("QEMU ended during boot ({status}); see {}", dir.display());
-            }
-            ensure!(
-                start.elapsed() < BOOT_TIMEOUT,
-                "no agent within {BOOT_TIMEOUT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        };
+        let vm = KillOnDrop(cmd.spawn().context("starting qemu-system-x86_64")?);
+        drop((agent_vm, console_vm));
+        // The console is read (and dropped) as the supervisor reads it, so QEMU never waits
+        // on it.
+        let drain = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut &console, &mut std::io::sink());
+        });
+        agent.set_nonblocking(true)?;
+        let stream = tokio::net::UnixStream::from_std(agent)?;
         let (_client, _hello) = tokio::time::timeout(BOOT_TIMEOUT, Client::handshake(stream))
             .await
             .context("no hello from the agent")??;
         let took = start.elapsed();
         drop(vm);
+        let _ = drain.join();
         std::fs::remove_dir_all(&dir)?;
         Ok(took)
     }

@@ -20,6 +20,7 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+pub use qemu::SANDBOX as QEMU_SANDBOX;
 pub use spec::{Device, VmSpec};
 
 use crate::error::{Error, Result};

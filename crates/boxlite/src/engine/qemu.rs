@@ -16,6 +16,11 @@ const PROGRAM: &str = "qemu-system-x86_64";
 /// The name of the virtio-serial port that carries the protocol (`boxlite.port=agent`).
 const AGENT_PORT: &str = "agent";
 
+/// QEMU's own seccomp filter (`-sandbox`, QEMU built with libseccomp, as Debian's is): on,
+/// plus denying obsolete calls, privilege changes (set*uid), spawning processes (fork,
+/// execve) and resource control (scheduling, affinity, priorities). A denied call kills it.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// QEMU as an engine.
 pub struct Qemu;
 
@@ -133,6 +138,7 @@ impl Engine for Qemu {
                 }
             }
         }
+        command.args(["-sandbox", SANDBOX]);
         command
     }
 }
@@ -185,6 +191,7 @@ mod tests {
             args.contains("socket,id=console,fd=4 -serial chardev:console"),
             "{args}"
         );
+        assert!(args.ends_with(&format!("-sandbox {SANDBOX}")), "{args}");
         let kvm = self::args(true);
         assert!(kvm.contains("-accel kvm -cpu host"), "{kvm}");
     }

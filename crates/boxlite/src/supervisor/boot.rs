@@ -1,7 +1,6 @@
 //! Starting the VM and reaching its agent.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,79 +20,32 @@ pub const CONSOLE_TAIL_BYTES: u64 = 4096;
 /// The capability an agent announces when it could not build the box's root.
 const ROOT_FAILED: &str = "root-failed";
 
-/// The lowest descriptor number an inherited descriptor is moved to before the fork, so
-/// that moving it onto its number in the child never overwrites another one still to move
-/// (the numbers the VM process gets are below it).
-const STAGING_FD: i32 = 16;
-
-/// A descriptor the VM process inherits, and the number it gets there.
-pub struct Inherited {
-    /// The descriptor, in this process.
-    pub fd: OwnedFd,
-    /// Its number in the VM process (below [`STAGING_FD`]).
-    pub number: i32,
-}
-
-/// Starts the engine's `std_command` for `spec` with the `inherited` descriptors; it dies
-/// with this process.
+/// Starts the engine's `std_command` for `spec` in `jail` (which makes it die with this
+/// process's spawning thread); what the jail applies comes back with the child.
 pub fn spawn(
-    std_command: std::process::Command,
+    mut std_command: std::process::Command,
     spec: &VmSpec,
-    inherited: Vec<Inherited>,
-) -> Result<Child> {
+    jail: jail::Jail,
+) -> Result<(Child, jail::Jailed)> {
     let program = std::path::PathBuf::from(std_command.get_program());
-    let mut moves: Vec<(OwnedFd, i32)> = Vec::new();
-    for Inherited { fd, number } in inherited {
-        if !(3..STAGING_FD).contains(&number) {
-            return Err(Error::InvalidInput(format!(
-                "descriptor number {number} for the VM: use 3 to {}",
-                STAGING_FD - 1
-            )));
-        }
-        let staged = rustix::io::fcntl_dupfd_cloexec(&fd, STAGING_FD)
-            .map_err(|e| Error::io("passing a descriptor to", &program, e.into()))?;
-        moves.push((staged, number));
-    }
-    let raw_moves: Vec<(i32, i32)> = moves.iter().map(|(fd, n)| (fd.as_raw_fd(), *n)).collect();
     let vm_log =
         std::fs::File::create(&spec.vm_log).map_err(|e| Error::io("creating", &spec.vm_log, e))?;
+    let jailed = jail
+        .apply(&mut std_command)
+        .map_err(|e| Error::InvalidInput(format!("preparing the VM's jail: {e}")))?;
     let mut command = Command::from(std_command);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(vm_log)
         .kill_on_drop(true);
-    let supervisor = std::process::id();
-    // SAFETY: the closure runs in the child between fork and exec and only calls prctl(2),
-    // getppid(2), _exit(2) and dup2(2), which are async-signal-safe; it reads `raw_moves`,
-    // made before the fork, and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            // The VM must not outlive its supervisor: a killed supervisor would leave an
-            // unreachable VM holding the box's disk.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // Died before the line above: no death signal will come, so go now.
-            if u32::try_from(libc::getppid()).ok() != Some(supervisor) {
-                libc::_exit(1);
-            }
-            // Sources are all at or above STAGING_FD and targets below it: no move clobbers
-            // a source, and dup2 leaves the target without close-on-exec.
-            for &(from, to) in &raw_moves {
-                if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
+    match command.spawn() {
+        Ok(child) => Ok((child, jailed)),
+        Err(e) => {
+            let _ = jailed.finish();
+            Err(Error::io("starting the VM", &program, e))
+        }
     }
-    let child = command
-        .spawn()
-        .map_err(|e| Error::io("starting the VM", &program, e));
-    // Ours are closed now; the child has its copies.
-    drop(moves);
-    child
 }
 
 /// Waits for the agent's hello on `channel` (the supervisor's end of the agent channel),

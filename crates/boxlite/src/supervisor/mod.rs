@@ -11,6 +11,7 @@
 mod args;
 mod boot;
 pub(crate) mod console;
+pub(crate) mod jail;
 pub(crate) mod launch;
 mod relay;
 
@@ -18,6 +19,7 @@ pub use args::SupervisorArgs;
 pub(crate) use boot::console_tail;
 
 use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,12 +46,6 @@ use relay::{Control, RelayStats};
 /// How long the supervisor waits after a failed accept (no descriptors or memory left)
 /// before it tries again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
-/// The descriptor number of the agent channel in the VM process.
-const AGENT_FD: i32 = 3;
-
-/// The descriptor number of the serial console in the VM process.
-const CONSOLE_FD: i32 = 4;
 
 /// How long a guest that was asked to power off gets before its VM is killed.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -128,14 +124,14 @@ impl Supervisor {
 
     /// Boots the box, serves it until its VM ends, and records how it ended.
     async fn run(&self, ready: &mut Ready) -> Result<()> {
-        let spec = self.spec()?;
         remove_stale(&self.paths.box_socket())?;
         // The agent channel and the serial console: connected pairs, one end of each
-        // inherited by the VM process.
+        // inherited by the VM process (at the same descriptor number).
         let (channel, theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("creating", "the agent channel", e))?;
         let (console_ours, console_theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("creating", "the console channel", e))?;
+        let spec = self.spec(theirs.as_raw_fd(), console_theirs.as_raw_fd())?;
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
@@ -149,18 +145,23 @@ impl Supervisor {
             log: log.clone(),
         };
         let started = Instant::now();
-        let inherited = vec![
-            boot::Inherited {
-                fd: theirs.into(),
-                number: AGENT_FD,
+        jail::forget(self.paths.dir());
+        // The channels go to the VM process through the jail, at the numbers the spec names.
+        let channels: Vec<OwnedFd> = vec![theirs.into(), console_theirs.into()];
+        let spawned = jail::for_box(&spec, &self.args.engine, id, channels).and_then(
+            |(jailed_spec, jail, notes)| {
+                let (vm, mut jailed) =
+                    boot::spawn(self.args.engine.command(&jailed_spec), &spec, jail)?;
+                for note in notes {
+                    jailed
+                        .protections_mut()
+                        .set(&note.name, note.active, note.reason);
+                }
+                Ok((vm, jailed))
             },
-            boot::Inherited {
-                fd: console_theirs.into(),
-                number: CONSOLE_FD,
-            },
-        ];
-        let mut vm = match boot::spawn(self.args.engine.command(&spec), &spec, inherited) {
-            Ok(vm) => vm,
+        );
+        let (mut vm, mut jailed) = match spawned {
+            Ok(spawned) => spawned,
             Err(e) => {
                 self.finish(&Ending::Crashed(e.to_string()))?;
                 return Err(e);
@@ -180,10 +181,16 @@ impl Supervisor {
             Ok(connected) => connected,
             Err(e) => {
                 let _ = vm.kill().await;
+                let _ = jailed.finish();
                 self.finish(&Ending::Crashed(first_line(&e)))?;
                 return Err(e);
             }
         };
+        if let Some(pid) = vm.id() {
+            jail::observe(jailed.protections_mut(), pid);
+        }
+        // Best effort: the box runs whether or not its report could be written.
+        let _ = jail::record(self.paths.dir(), jailed.protections());
         let boot_ms = started.elapsed().as_secs_f64() * 1000.0;
         let socket = self.paths.box_socket();
         let listener =
@@ -195,12 +202,14 @@ impl Supervisor {
             .serve(&mut vm, Arc::new(guest), hello, listener, log)
             .await;
         let _ = std::fs::remove_file(&socket);
+        // The VM has been reaped: its cgroup is empty.
+        let _ = jailed.finish();
         self.finish(&ending)
     }
 
     /// The VM the box runs in: the image's base disk (`/dev/vda`, read-only), the box's own
     /// disk (`/dev/vdb`), the console log and the agent channel.
-    fn spec(&self) -> Result<VmSpec> {
+    fn spec(&self, agent_fd: RawFd, console_fd: RawFd) -> Result<VmSpec> {
         let base = self
             .db
             .base_disk(&self.record.image_digest)?
@@ -225,8 +234,8 @@ impl Supervisor {
                     path: self.paths.disk(),
                     read_only: false,
                 },
-                Device::Agent { fd: AGENT_FD },
-                Device::Console { fd: CONSOLE_FD },
+                Device::Agent { fd: agent_fd },
+                Device::Console { fd: console_fd },
             ],
         })
     }

@@ -61,6 +61,17 @@ pub fn info(global: &Global, args: InfoArgs) -> Result<u8> {
     if let Some(mib) = info.memory_mib {
         println!("host memory:     {mib} MiB");
     }
+    println!("protections of a box's VM process:");
+    let width = info
+        .protections
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0);
+    for p in info.protections.iter() {
+        let state = if p.active { "active" } else { "inactive" };
+        println!("  {:<width$}  {state:<8}  {}", p.name, p.reason);
+    }
     Ok(0)
 }
 

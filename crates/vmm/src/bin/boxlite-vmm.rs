@@ -89,6 +89,17 @@ struct Args {
     /// Stop the VM after this many seconds (exit status 5).
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
+    /// Seccomp allowlists per thread once the VM is built (a system call outside them kills
+    /// the process with SIGSYS); `off` for comparisons and debugging.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    seccomp: Switch,
+}
+
+/// `on` or `off`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Switch {
+    On,
+    Off,
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -204,7 +215,7 @@ fn main() -> ExitCode {
             Err(e) => return fail(2, format!("--net-socket {}: {e}", path.display())),
         }
     }
-    let machine = match builder::build(config) {
+    let mut machine = match builder::build(config) {
         Ok(m) => m,
         Err(
             e @ (vmm::Error::Config(_)
@@ -227,6 +238,20 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let setup_overhead = machine.overhead_bytes();
+    // Opened now: once the filters are in, no thread may open files.
+    let mut report = match &args.report {
+        Some(path) => match std::fs::File::create(path) {
+            Ok(f) => Some((path, f)),
+            Err(e) => return fail(2, format!("--report {}: {e}", path.display())),
+        },
+        None => None,
+    };
+    if args.seccomp == Switch::On {
+        match vmm::seccomp::Filters::build() {
+            Ok(filters) => machine.set_seccomp(filters),
+            Err(e) => return fail(1, e),
+        }
+    }
     let timeout = args.timeout.map(Duration::from_secs_f64);
     let outcome = machine.run(timeout);
     let (code, kind) = match &outcome.reason {
@@ -243,7 +268,7 @@ fn main() -> ExitCode {
             None => println!("boot_time_us=none"),
         }
     }
-    if let Some(path) = &args.report {
+    if let Some((path, file)) = &mut report {
         let report = serde_json::json!({
             "exit": kind,
             "reason": outcome.reason.to_string(),
@@ -251,7 +276,7 @@ fn main() -> ExitCode {
             "boot_us": boot_us,
             "overhead_bytes": setup_overhead,
         });
-        if let Err(e) = std::fs::write(path, format!("{report}\n")) {
+        if let Err(e) = writeln!(file, "{report}") {
             eprintln!("boxlite-vmm: --report {}: {e}", path.display());
         }
     }
