@@ -299,7 +299,8 @@ fn pack_l1(
         0o644,
         fs::read("/etc/mke2fs.conf").unwrap_or_default(),
     );
-    // The runtime test builds its image from these host programs (as on the host).
+    // The runtime test builds its image from these host programs (as on the host): the
+    // list of `tools_image` in crates/boxlite/tests/support/mod.rs.
     let mut programs: Vec<(PathBuf, String)> = [
         "/bin/dash",
         "/usr/bin/cat",
@@ -312,6 +313,10 @@ fn pack_l1(
         "/usr/bin/test",
         "/usr/bin/sync",
         "/usr/bin/seq",
+        "/usr/bin/chmod",
+        "/usr/bin/mknod",
+        "/usr/bin/mkfifo",
+        "/usr/bin/mkdir",
     ]
     .iter()
     .map(|p| (PathBuf::from(p), p.to_string()))
