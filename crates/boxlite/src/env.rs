@@ -46,7 +46,8 @@ pub(crate) fn program_path() -> Option<OsString> {
 impl RuntimeOptions {
     /// Options as the environment gives them: `BOXLITE_HOME` (else [`default_home`]),
     /// `BOXLITE_KERNEL`, `BOXLITE_INITRAMFS`, `BOXLITE_SUPERVISOR`, `BOXLITE_QEMU`,
-    /// `BOXLITE_VMM`, `BOXLITE_BOOT_TIMEOUT` (seconds) and `BOXLITE_FORCE_KVM=1`; the guest
+    /// `BOXLITE_VMM`, `BOXLITE_BOOT_TIMEOUT` (seconds), `BOXLITE_FORCE_KVM=1` and
+    /// `BOXLITE_JAIL=off` (measurement and debugging only); the guest
     /// files are also searched in [`user_guest_dir`].
     pub fn from_env() -> RuntimeOptions {
         let mut options =
@@ -64,6 +65,8 @@ impl RuntimeOptions {
             options.boot_timeout = std::time::Duration::from_secs(secs);
         }
         options.force_kvm = std::env::var_os("BOXLITE_FORCE_KVM").is_some_and(|v| v == "1");
+        // Only an explicit "off" turns the jail off (for benchmarks and engine debugging).
+        options.jail = std::env::var_os("BOXLITE_JAIL").is_none_or(|v| v != "off");
         options
     }
 }

@@ -183,6 +183,7 @@ impl LiteBox {
                     engine: shared.resolve_engine(record.options.engine)?,
                     boot_timeout: shared.options.boot_timeout,
                     console_log_limit: shared.options.console_log_limit,
+                    jail: shared.options.jail,
                     abort_at: shared.options.abort_at.clone(),
                 };
                 let supervisor = shared.supervisor()?;

@@ -68,6 +68,10 @@ pub struct RuntimeOptions {
     /// The most bytes one image layer may unpack to: a hostile layer can be a few KB of
     /// gzip that unpacks to terabytes (default [`oci_layers::extract::DEFAULT_MAX_LAYER_BYTES`]).
     pub max_layer_bytes: u64,
+    /// Run every box's VM process jailed (the default; see docs/security.md). Off only to
+    /// measure what the jail costs or to debug an engine: a hostile guest that escapes the
+    /// VM then has the supervisor's rights.
+    pub jail: bool,
     /// Test hook, not part of the API: the step at which this process (or, for a start's
     /// steps, the box's supervisor) kills itself as a crash there would.
     #[doc(hidden)]
@@ -90,6 +94,7 @@ impl RuntimeOptions {
             force_kvm: false,
             console_log_limit: crate::supervisor::console::DEFAULT_CONSOLE_LOG_LIMIT,
             max_layer_bytes: oci_layers::extract::DEFAULT_MAX_LAYER_BYTES,
+            jail: true,
             abort_at: None,
         }
     }

@@ -76,7 +76,13 @@ impl Cli {
 
     /// Runs `boxlite ARGS` to success; how long it took from spawn to exit, and its stdout.
     fn timed(&self, args: &[&str]) -> Result<(Duration, String)> {
+        self.timed_with(args, &[])
+    }
+
+    /// [`Cli::timed`] with environment variables `env` set.
+    fn timed_with(&self, args: &[&str], env: &[(&str, &str)]) -> Result<(Duration, String)> {
         let mut cmd = self.command(args);
+        cmd.envs(env.iter().copied());
         let start = Instant::now();
         let out = cmd
             .output()
@@ -150,13 +156,16 @@ pub fn run(args: Args) -> Result<()> {
     let raw_vm = RawVm::new(&runtime, &cli, scratch.path())?;
 
     let (mut raw, mut run, mut steps) = (Samples::default(), Samples::default(), Steps::default());
+    let mut unjailed = Samples::default();
+    let run_true = ["run", "--rm", "--engine", "qemu", IMAGE_NAME, "true"];
     for i in 0..args.iterations {
         progress(&format!("boot {}/{}", i + 1, args.iterations));
         raw.0.push(tokio.block_on(raw_vm.boot(i))?);
-        run.0.push(
-            cli.timed(&["run", "--rm", "--engine", "qemu", IMAGE_NAME, "true"])?
-                .0,
-        );
+        run.0.push(cli.timed(&run_true)?.0);
+        // The same without the VM process's jail: what the jail costs.
+        unjailed
+            .0
+            .push(cli.timed_with(&run_true, &[("BOXLITE_JAIL", "off")])?.0);
         step_by_step(&cli, &mut steps)?;
     }
 
@@ -184,6 +193,7 @@ pub fn run(args: Args) -> Result<()> {
         args: &args,
         raw,
         run,
+        unjailed,
         steps,
         exec,
         library,
@@ -240,6 +250,9 @@ struct RawVm {
     base_disk: PathBuf,
     dir: PathBuf,
 }
+
+/// The most the VM process's jail may add to `run --rm … true`, in ms.
+const JAIL_TARGET_MS: f64 = 5.0;
 
 /// Kills the VM however the measurement ends.
 struct KillOnDrop(std::process::Child);
@@ -392,6 +405,7 @@ struct Report<'a> {
     args: &'a Args,
     raw: Samples,
     run: Samples,
+    unjailed: Samples,
     steps: Steps,
     exec: Samples,
     library: Samples,
@@ -428,6 +442,12 @@ impl Report<'_> {
             self.run
                 .row("(b) `boxlite run --rm IMAGE true`: spawn to exit")
         )?;
+        writeln!(
+            s,
+            "{}",
+            self.unjailed
+                .row("(b') the same with `BOXLITE_JAIL=off` (no jail)")
+        )?;
         writeln!(s, "{}", self.steps.create.row("(b) step: `boxlite create`"))?;
         writeln!(s, "{}", self.steps.start.row("(b) step: `boxlite start`"))?;
         writeln!(
@@ -455,6 +475,14 @@ impl Report<'_> {
             s,
             "(b)/(a): **{ratio:.2}x** median, {ratio90:.2}x p90 (target ≤ {RATIO_TARGET}: {}).  ",
             verdict(ratio <= RATIO_TARGET)
+        )?;
+        let jail_ms =
+            (median(&self.run.0).as_secs_f64() - median(&self.unjailed.0).as_secs_f64()) * 1e3;
+        writeln!(
+            s,
+            "The jail adds **{jail_ms:.1} ms** to run-to-exit, median (b) − (b') (target ≤ \
+             {JAIL_TARGET_MS} ms: {}).  ",
+            verdict(jail_ms <= JAIL_TARGET_MS)
         )?;
         writeln!(
             s,

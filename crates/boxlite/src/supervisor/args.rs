@@ -33,9 +33,17 @@ pub struct SupervisorArgs {
     pub boot_timeout: Duration,
     /// The most bytes of one console log file (it is rotated once past this).
     pub console_log_limit: u64,
+    /// Whether the VM process runs jailed.
+    #[serde(default = "jailed")]
+    pub jail: bool,
     /// Test hook: the step at which the supervisor kills itself (see `failpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_at: Option<String>,
+}
+
+/// What an argument list that does not say gets: a jail.
+fn jailed() -> bool {
+    true
 }
 
 impl SupervisorArgs {
@@ -89,6 +97,7 @@ mod tests {
             },
             boot_timeout: Duration::from_millis(1500),
             console_log_limit: 1 << 20,
+            jail: true,
             abort_at: Some("start.vm".into()),
         };
         let bytes = args.to_bytes().unwrap();

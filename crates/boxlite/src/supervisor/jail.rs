@@ -60,6 +60,31 @@ const SYSTEM_FILES: &[&str] = &[
     "/sys/devices/system/node",
 ];
 
+/// A VM process that is not confined, for measuring what the jail costs and for debugging:
+/// it only gets `channels` and dies with its supervisor, and every protection is reported
+/// off.
+pub fn unconfined(spec: &VmSpec, channels: Vec<OwnedFd>) -> (VmSpec, Jail, Protections) {
+    let mut jail = Jail::new();
+    for channel in channels {
+        jail.pass_fd(channel);
+    }
+    jail.die_with_parent(libc::SIGKILL);
+    let mut notes = Protections::default();
+    for name in [
+        jail::ENVIRONMENT,
+        jail::DESCRIPTORS,
+        jail::NO_NEW_PRIVS,
+        jail::RLIMITS,
+        jail::NAMESPACES,
+        jail::IDENTITY,
+        jail::LANDLOCK,
+        jail::CGROUP,
+    ] {
+        notes.set(name, false, "the runtime was told not to jail VM processes");
+    }
+    (spec.clone(), jail, notes)
+}
+
 /// The jail for box `id` and the spec its engine's command is built from: `spec` with every
 /// path replaced by a passed descriptor's. `channels` (the VM's ends of the agent and
 /// console socket pairs, which `spec` names by number) are passed as they are.

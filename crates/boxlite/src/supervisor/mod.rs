@@ -148,18 +148,21 @@ impl Supervisor {
         jail::forget(self.paths.dir());
         // The channels go to the VM process through the jail, at the numbers the spec names.
         let channels: Vec<OwnedFd> = vec![theirs.into(), console_theirs.into()];
-        let spawned = jail::for_box(&spec, &self.args.engine, id, channels).and_then(
-            |(jailed_spec, jail, notes)| {
-                let (vm, mut jailed) =
-                    boot::spawn(self.args.engine.command(&jailed_spec), &spec, jail)?;
-                for note in notes {
-                    jailed
-                        .protections_mut()
-                        .set(&note.name, note.active, note.reason);
-                }
-                Ok((vm, jailed))
-            },
-        );
+        let confined = if self.args.jail {
+            jail::for_box(&spec, &self.args.engine, id, channels)
+        } else {
+            Ok(jail::unconfined(&spec, channels))
+        };
+        let spawned = confined.and_then(|(jailed_spec, jail, notes)| {
+            let (vm, mut jailed) =
+                boot::spawn(self.args.engine.command(&jailed_spec), &spec, jail)?;
+            for note in notes {
+                jailed
+                    .protections_mut()
+                    .set(&note.name, note.active, note.reason);
+            }
+            Ok((vm, jailed))
+        });
         let (mut vm, mut jailed) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
