@@ -133,7 +133,19 @@ pub(crate) async fn copy_out(
     let unpacked = unpacker
         .join()
         .map_err(|_| Error::Host("the unpacking thread panicked".into()))?;
-    downloaded?;
+    // An unpacker that refused the stream (a cap, an escape) stops reading it, and the
+    // download then fails on the closed pipe: the refusal is the cause, so it comes first.
+    // Any other download failure (the box went away) explains a truncated stream better.
+    let reader_stopped = matches!(
+        &downloaded,
+        Err(Error::Protocol {
+            source: protocol::Error::Io { source, .. },
+            ..
+        }) if source.kind() == std::io::ErrorKind::BrokenPipe
+    );
+    if !reader_stopped {
+        downloaded?;
+    }
     let unpacked = unpacked.map_err(|e| {
         Error::Host(format!(
             "copying {src} out of the box to {}: {e}",
