@@ -250,32 +250,20 @@ pub fn random_hex<const N: usize>() -> Result<String> {
 mod tests {
     use super::*;
     use crate::options::BoxOptions;
-    use crate::state::{BoxRecord, BoxState};
+    use crate::state::BoxRecord;
 
     fn id(n: u8) -> String {
         format!("{n:02x}").repeat(32)
     }
 
     fn record(id: &str, name: &str) -> BoxRecord {
-        BoxRecord {
-            id: id.to_string(),
-            name: name.to_string(),
-            image: "alpine".into(),
-            image_digest: "sha256:aaaa".into(),
-            options: BoxOptions::new("alpine"),
-            state: BoxState::Created,
-            created_at_ms: 1,
-            started_at_ms: None,
-            stopped_at_ms: None,
-            engine: None,
-            supervisor_pid: None,
-            vm_pid: None,
-            boot_ms: None,
-            exec_count: 0,
-            bytes_streamed: 0,
-            exit_code: None,
-            reason: None,
-        }
+        BoxRecord::created(
+            id.to_string(),
+            name.to_string(),
+            "sha256:aaaa".into(),
+            BoxOptions::new("alpine"),
+            1,
+        )
     }
 
     fn home() -> (tempfile::TempDir, Layout, StateDb) {

@@ -18,7 +18,7 @@ use crate::litebox::{LiteBox, RemoveMode};
 use crate::liveness;
 use crate::options::{BoxOptions, EngineKind, RuntimeOptions, SupervisorCommand};
 use crate::recover;
-use crate::state::{BoxRecord, BoxState, Ending, StateDb, now_ms};
+use crate::state::{BoxRecord, Ending, StateDb, now_ms};
 
 /// The random bytes of a box id (64 hex digits).
 const ID_BYTES: usize = 32;
@@ -336,25 +336,7 @@ fn create_box(shared: &Shared, options: BoxOptions, digest: String) -> Result<Bo
             socket.display(),
         )));
     }
-    let record = BoxRecord {
-        id: id.clone(),
-        name,
-        image: options.image.clone(),
-        image_digest: digest,
-        options,
-        state: BoxState::Created,
-        created_at_ms: now_ms(),
-        started_at_ms: None,
-        stopped_at_ms: None,
-        engine: None,
-        supervisor_pid: None,
-        vm_pid: None,
-        boot_ms: None,
-        exec_count: 0,
-        bytes_streamed: 0,
-        exit_code: None,
-        reason: None,
-    };
+    let record = BoxRecord::created(id.clone(), name, digest, options, now_ms());
     let abort_at = shared.options.abort_at.as_deref();
     // The directory first, locked: until the row is complete, the lock tells a sweep (or a
     // create wanting the name) whether this creator still lives.

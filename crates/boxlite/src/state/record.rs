@@ -123,6 +123,37 @@ pub struct BoxRecord {
     pub reason: Option<String>,
 }
 
+impl BoxRecord {
+    /// A box just made: `created`, never started, with no counters yet.
+    pub fn created(
+        id: String,
+        name: String,
+        image_digest: String,
+        options: BoxOptions,
+        created_at_ms: u64,
+    ) -> BoxRecord {
+        BoxRecord {
+            id,
+            name,
+            image: options.image.clone(),
+            image_digest,
+            options,
+            state: BoxState::Created,
+            created_at_ms,
+            started_at_ms: None,
+            stopped_at_ms: None,
+            engine: None,
+            supervisor_pid: None,
+            vm_pid: None,
+            boot_ms: None,
+            exec_count: 0,
+            bytes_streamed: 0,
+            exit_code: None,
+            reason: None,
+        }
+    }
+}
+
 /// The columns of `boxes`, in the order [`BoxRecord::from_row`] reads them.
 pub(super) const BOX_COLUMNS: &str = "id, name, image, image_digest, options, state, \
     created_at_ms, started_at_ms, stopped_at_ms, engine, supervisor_pid, vm_pid, boot_ms, \

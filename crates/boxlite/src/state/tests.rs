@@ -13,25 +13,13 @@ fn id(n: u8) -> String {
 }
 
 fn record(id: &str, name: &str, created_at_ms: u64) -> BoxRecord {
-    BoxRecord {
-        id: id.to_string(),
-        name: name.to_string(),
-        image: "alpine".into(),
-        image_digest: "sha256:aaaa".into(),
-        options: BoxOptions::new("alpine"),
-        state: BoxState::Created,
+    BoxRecord::created(
+        id.to_string(),
+        name.to_string(),
+        "sha256:aaaa".into(),
+        BoxOptions::new("alpine"),
         created_at_ms,
-        started_at_ms: None,
-        stopped_at_ms: None,
-        engine: None,
-        supervisor_pid: None,
-        vm_pid: None,
-        boot_ms: None,
-        exec_count: 0,
-        bytes_streamed: 0,
-        exit_code: None,
-        reason: None,
-    }
+    )
 }
 
 fn db() -> (tempfile::TempDir, PathBuf, StateDb) {
