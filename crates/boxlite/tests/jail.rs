@@ -80,7 +80,13 @@ async fn jailed(fx: Fixture) {
     }
 
     // Its own mount, network, IPC and UTS namespaces.
-    for name in ["mnt", "net", "ipc", "uts"] {
+    // Its own PID namespace too: the engine is PID 1 there (the process the supervisor
+    // spawned waits between, in the supervisor's).
+    assert_eq!(
+        status_field(vm, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
+    for name in ["mnt", "net", "ipc", "uts", "pid"] {
         assert_ne!(ns(vm, name), ns(supervisor, name), "{name} namespace");
     }
 

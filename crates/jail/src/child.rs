@@ -45,6 +45,10 @@ pub(crate) struct Prepared {
     pub max_fd: RawFd,
     /// The child's umask.
     pub umask: Option<libc::mode_t>,
+    /// Run the program in a new PID namespace: the child unshares it with the others, and
+    /// at the end forks the namespace's first process (PID 1), which goes on to exec the
+    /// program, while the child itself stays between, waits for it and ends as it did.
+    pub pid_namespace: bool,
 }
 
 /// Fails step `what` with the current errno when `rc` is negative.
@@ -90,6 +94,11 @@ impl Prepared {
         let flags = self.unshare
             | if self.user_maps.is_some() {
                 libc::CLONE_NEWUSER
+            } else {
+                0
+            }
+            | if self.pid_namespace {
+                libc::CLONE_NEWPID
             } else {
                 0
             };
@@ -162,7 +171,50 @@ impl Prepared {
                 unsafe { libc::syscall(libc::SYS_landlock_restrict_self, ruleset.as_raw_fd(), 0) };
             check(rc, b"landlock_restrict_self")?;
         }
-        self.close_on_exec()
+        self.close_on_exec()?;
+        if self.pid_namespace {
+            self.enter_pid_namespace()?;
+        }
+        Ok(())
+    }
+
+    /// Forks the new PID namespace's first process, which returns to exec the program; this
+    /// process never returns: it closes every descriptor beyond the standard three (so its
+    /// spawner sees the exec go through when the program's copies close), waits for the
+    /// namespace's init and exits as it did. Killing it kills the namespace (its init has
+    /// it as the parent whose death kills it).
+    fn enter_pid_namespace(&self) -> io::Result<()> {
+        // SAFETY: fork(2) in the single-threaded child; both sides only make system calls.
+        let pid = unsafe { libc::fork() };
+        check(pid.into(), b"forking the PID namespace's init")?;
+        if pid == 0 {
+            // PID 1 of the namespace; its parent is outside, so getppid() is 0 and cannot
+            // tell whether that parent lives: the death signal covers it from here on.
+            // SAFETY: prctl(2) with integer arguments.
+            let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) };
+            return check(rc.into(), b"PR_SET_PDEATHSIG in the PID namespace");
+        }
+        // SAFETY: close_range(2) closing this process's own descriptors from 3 up.
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+        let mut status: libc::c_int = 0;
+        loop {
+            // SAFETY: waitpid(2) on our only child, into a local.
+            let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+            if rc == pid {
+                break;
+            }
+            if rc < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                // SAFETY: _exit(2) never returns.
+                unsafe { libc::_exit(127) };
+            }
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        };
+        // SAFETY: _exit(2) never returns; nothing of the parent's runs here.
+        unsafe { libc::_exit(code) }
     }
 
     /// Sets the parent-death signal, and fails if the parent is already gone.

@@ -17,10 +17,12 @@
 //! - a cgroup v2 with `memory.max` and `cpu.max` ([`CgroupLimits`]), removed by
 //!   [`Jailed::finish`].
 //!
-//! A new PID namespace is not among them: `unshare(CLONE_NEWPID)` before `execve` moves only
-//! the process's future children, and a process whose children's PID namespace differs from
-//! its own cannot create threads, so a VMM would fail; see [`PID_NAMESPACE`]. Seccomp
-//! filters are installed by the jailed program itself (they depend on the program), and
+//! - a new PID namespace, with the namespaces: `unshare(CLONE_NEWPID)` moves only a process's
+//!   children (and a process whose children's namespace is not its own cannot create
+//!   threads), so the child stays between and forks the program as the namespace's PID 1;
+//!   [`program_pid`] finds it.
+//!
+//! Seccomp filters are installed by the jailed program itself (they depend on the program), and
 //! recorded with [`Protections::set`].
 
 mod cgroup;
@@ -278,13 +280,15 @@ impl Jail {
                         });
                     }
                     protections.set(NAMESPACES, true, describe_namespaces(user));
+                    prepared.pid_namespace = true;
+                    protections.set(PID_NAMESPACE, true, PID_NAMESPACE_USED);
                 }
                 Err(why) => protections.set(NAMESPACES, false, why),
             }
         } else {
             protections.set(NAMESPACES, false, "not asked for");
+            protections.set(PID_NAMESPACE, false, "not asked for");
         }
-        protections.set(PID_NAMESPACE, false, NO_PID_NAMESPACE);
 
         protections.set(
             NO_NEW_PRIVS,
@@ -381,10 +385,15 @@ pub fn host() -> Protections {
         },
     );
     match probe::namespaces() {
-        Ok(user) => p.set(NAMESPACES, true, describe_namespaces(user)),
-        Err(why) => p.set(NAMESPACES, false, why),
+        Ok(user) => {
+            p.set(NAMESPACES, true, describe_namespaces(user));
+            p.set(PID_NAMESPACE, true, PID_NAMESPACE_USED);
+        }
+        Err(why) => {
+            p.set(PID_NAMESPACE, false, why.clone());
+            p.set(NAMESPACES, false, why);
+        }
     }
-    p.set(PID_NAMESPACE, false, NO_PID_NAMESPACE);
     p.set(NO_NEW_PRIVS, true, "PR_SET_NO_NEW_PRIVS before execve");
     p.set(
         RLIMITS,
@@ -426,11 +435,20 @@ pub fn host() -> Protections {
     p
 }
 
-/// Why there is no PID namespace.
-const NO_PID_NAMESPACE: &str = "not used: unshare(CLONE_NEWPID) before execve would move only \
-    the VM process's children, and leave it unable to create threads; the process shares the \
-    host's PID namespace (an own user, or Landlock's signal scope from ABI 6, keeps it from \
-    signalling other processes)";
+/// How the PID namespace is made.
+const PID_NAMESPACE_USED: &str = "the program is PID 1 of a PID namespace of its own (it sees \
+    and can signal no other process); a process between, which the spawner sees, waits for \
+    it and ends as it does";
+
+/// The PID, in the caller's namespace, of the program the jail started as `child` (the
+/// process between, when the program runs in a PID namespace of its own; else `child`).
+pub fn program_pid(child: u32) -> u32 {
+    let path = format!("/proc/{child}/task/{child}/children");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(child)
+}
 
 /// Why Landlock is off.
 const NO_LANDLOCK: &str = "the kernel has no Landlock (not built in, or not in the boot's \

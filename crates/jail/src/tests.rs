@@ -33,7 +33,8 @@ fn sleeping(jail: Jail) -> (Running, Jailed) {
     command.arg("30");
     let jailed = jail.apply(&mut command).unwrap();
     let child = command.spawn().unwrap();
-    let pid = child.id();
+    // In a PID namespace of its own, sleep is the child's child.
+    let pid = crate::program_pid(child.id());
     // Until the child has exec'd, /proc shows the parent's copy.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n" {
@@ -86,7 +87,7 @@ fn only_passed_descriptors_survive_and_no_new_privs_and_limits_hold() {
     let number = jail.pass_fd(passed.into());
     jail.rlimit(Resource::Core, 0).rlimit(Resource::NoFile, 64);
     let (child, jailed) = sleeping(jail);
-    let pid = child.0.id();
+    let pid = crate::program_pid(child.0.id());
     let open = fds(pid);
     assert_eq!(open, BTreeSet::from([0, 1, 2, number]), "{open:?}");
     assert!(!open.contains(&leaky.as_raw_fd()));
@@ -113,11 +114,11 @@ fn namespaces_are_new_where_the_host_allows() {
     let mut jail = Jail::new();
     jail.namespaces();
     let (child, jailed) = sleeping(jail);
-    let pid = child.0.id();
+    let pid = crate::program_pid(child.0.id());
     let ns = |pid: &str, name: &str| std::fs::read_link(format!("/proc/{pid}/ns/{name}")).unwrap();
     let active = jailed.protections().is_active(NAMESPACES);
     assert_eq!(active, probe::namespaces().is_ok());
-    for name in ["mnt", "net", "ipc", "uts", "cgroup"] {
+    for name in ["mnt", "net", "ipc", "uts", "cgroup", "pid"] {
         let differs = ns(&pid.to_string(), name) != ns("self", name);
         assert_eq!(differs, active, "{name}: {:?}", jailed.protections());
     }
@@ -168,7 +169,7 @@ fn as_root_the_child_runs_as_the_identity_and_owns_its_grants() {
     .grant(&shared, Grant::ReadableBy(4_000_003))
     .rlimit(Resource::NProc, 16);
     let (child, jailed) = sleeping(jail);
-    let pid = child.0.id();
+    let pid = crate::program_pid(child.0.id());
     assert!(
         status_field(pid, "Uid")
             .split_whitespace()
@@ -281,6 +282,7 @@ fn the_parent_death_signal_survives_the_identity_change() {
     let (tx, rx) = std::sync::mpsc::channel();
     let spawner = std::thread::spawn(move || {
         let (child, _) = sleeping(jail);
+        // Our own child (the process between, when there is a PID namespace).
         let pid = child.0.id();
         std::mem::forget(child);
         tx.send(pid).unwrap();

@@ -170,7 +170,18 @@ impl Supervisor {
                 return Err(e);
             }
         };
-        self.db.mark_vm_started(id, vm.id())?;
+        // The engine's own process: in a PID namespace of its own it is the child of the
+        // process the supervisor spawned.
+        let vm_pid = vm.id().map(::jail::program_pid);
+        // Held for the VM's life: it names the engine's process and no later one, so that
+        // process can be killed first (the one between then ends with it) without a race.
+        let program = vm_pid
+            .filter(|pid| Some(*pid) != vm.id())
+            .and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            });
+        self.db.mark_vm_started(id, vm_pid)?;
         failpoint::hit(abort_at, failpoint::START_VM);
         let connected = boot::connect(
             &mut vm,
@@ -183,13 +194,13 @@ impl Supervisor {
         let (guest, hello) = match connected {
             Ok(connected) => connected,
             Err(e) => {
-                let _ = vm.kill().await;
+                kill(&mut vm, program.as_ref()).await;
                 let _ = jailed.finish();
                 self.finish(&Ending::Crashed(first_line(&e)))?;
                 return Err(e);
             }
         };
-        if let Some(pid) = vm.id() {
+        if let Some(pid) = vm_pid {
             jail::observe(jailed.protections_mut(), pid);
         }
         // Best effort: the box runs whether or not its report could be written.
@@ -202,7 +213,14 @@ impl Supervisor {
         failpoint::hit(abort_at, failpoint::START_RUNNING);
         ready.succeed();
         let ending = self
-            .serve(&mut vm, Arc::new(guest), hello, listener, log)
+            .serve(
+                &mut vm,
+                program.as_ref(),
+                Arc::new(guest),
+                hello,
+                listener,
+                log,
+            )
             .await;
         let _ = std::fs::remove_file(&socket);
         // The VM has been reaped: its cgroup is empty.
@@ -247,6 +265,7 @@ impl Supervisor {
     async fn serve(
         &self,
         vm: &mut Child,
+        program: Option<&OwnedFd>,
         guest: Arc<Client>,
         hello: Hello,
         listener: UnixListener,
@@ -308,11 +327,11 @@ impl Supervisor {
         match ending {
             Ending::Killed | Ending::GuestPoweredOff | Ending::Crashed(_) => {
                 // Nothing more can be asked of a guest whose channel is gone or that ended.
-                let _ = vm.kill().await;
+                kill(vm, program).await;
             }
             Ending::Stopped | Ending::MainExited(_) => {
                 let _ = self.db.mark_stopping(&self.record.id);
-                power_off(vm, &guest).await;
+                power_off(vm, program, &guest).await;
                 for reply in pending_replies {
                     let _ = reply.shutting_down().await;
                 }
@@ -379,16 +398,37 @@ fn agent_gone(guest: &Client) -> Option<Ending> {
 
 /// Asks the guest to power off and waits for the VM to end, killing it after
 /// [`SHUTDOWN_TIMEOUT`].
-async fn power_off(vm: &mut Child, guest: &Client) {
+async fn power_off(vm: &mut Child, program: Option<&OwnedFd>, guest: &Client) {
     let asked = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
         let _ = guest.shutdown().await;
         let _ = vm.wait().await;
     })
     .await;
     if asked.is_err() {
-        let _ = vm.kill().await;
+        kill(vm, program).await;
     }
 }
+
+/// Kills the VM: the engine's own process first (when a process stands between, in its PID
+/// namespace), so the one between reaps it and ends, then the spawned process itself.
+async fn kill(vm: &mut Child, program: Option<&OwnedFd>) {
+    if let Some(program) = program {
+        let _ = rustix::process::pidfd_send_signal(program, rustix::process::Signal::KILL);
+        // The process between reaps it and ends; killed with it, it would leave the
+        // engine to the host's init to reap.
+        if tokio::time::timeout(BETWEEN_PATIENCE, vm.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+    }
+    let _ = vm.kill().await;
+}
+
+/// How long the process between a VM's PID namespace and the supervisor gets to end once
+/// the engine was killed.
+const BETWEEN_PATIENCE: Duration = Duration::from_secs(2);
 
 async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
     match signal {
