@@ -235,6 +235,9 @@ async fn a_full_host_disk_is_an_io_error_in_the_guest_not_a_hung_box() {
     std::fs::remove_dir_all(&layout).unwrap();
     let bx = rt.create(support::named("full")).await.unwrap();
     bx.start().await.unwrap();
+    // Whatever happens below, the box's supervisor (and with it the VM) ends with the test:
+    // on a full disk the runtime cannot record a stop.
+    let _supervisor = KillOnDrop(bx.info().await.unwrap().supervisor_pid);
     let fill = tokio::time::timeout(
         Duration::from_secs(300),
         bx.exec(BoxCommand::new("sh").args([
@@ -265,12 +268,18 @@ async fn a_full_host_disk_is_an_io_error_in_the_guest_not_a_hung_box() {
     .expect("the box hung after the disk filled")
     .unwrap();
     assert_eq!(out.stdout, b"alive\n");
-    // The state database cannot record a stop on a full disk: end the box by killing its
-    // supervisor (its VM dies with it) before the filesystem goes.
-    if let Some(pid) = bx.info().await.unwrap().supervisor_pid {
-        // SAFETY: kill(2) on the pid of this box's live supervisor.
-        unsafe {
-            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+}
+
+/// Kills a box's supervisor (its VM dies with it) when dropped.
+struct KillOnDrop(Option<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            // SAFETY: kill(2) on the pid of the test box's supervisor, recorded while it ran.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGKILL);
+            }
         }
     }
 }
