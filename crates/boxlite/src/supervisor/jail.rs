@@ -4,9 +4,9 @@
 //!
 //! The engine never gets a path into the state directory: every file it opens is a
 //! descriptor the supervisor opened (`O_PATH`) and passes, named `/proc/self/fd/N` on its
-//! command line, and the agent socket is bound beneath the box directory's descriptor
-//! (`/proc/self/fd/D/agent.sock`). So the VM process, running as a user of its own, needs no
-//! search permission on the directories above (a home under /root is 0700), and Landlock
+//! command line, and the agent channel and serial console are socket pairs passed as they
+//! are. So the VM process, running as a user of its own, needs no search permission on the
+//! directories above (a home under /root is 0700), and Landlock
 //! limits it to those files, the kernel, initramfs and base disk (read-only), and what the
 //! program itself needs to run.
 
