@@ -48,14 +48,6 @@ pub enum Device {
 }
 
 impl VmSpec {
-    /// The disks, in guest order.
-    pub fn disks(&self) -> impl Iterator<Item = (&PathBuf, bool)> {
-        self.devices.iter().filter_map(|d| match d {
-            Device::Disk { path, read_only } => Some((path, *read_only)),
-            _ => None,
-        })
-    }
-
     /// The kernel command line every engine passes: `port` is how the agent finds its
     /// channel, `reboot` how the guest resets (`t`: triple fault, `k`: the keyboard
     /// controller). The supervisor lists the image's base disk first and the box's disk
