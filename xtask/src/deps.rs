@@ -45,6 +45,8 @@ fn install(missing: &[&str]) -> Result<()> {
         );
     }
     eprintln!("installing {} from the Debian archive", missing.join(" "));
+    // No package may start its service: docker-registry's listens on every interface.
+    let _no_services = NoServices::install()?;
     sh::run(Command::new("apt-get").args(["update", "-qq"]))?;
     sh::run(
         Command::new("apt-get")
@@ -52,6 +54,38 @@ fn install(missing: &[&str]) -> Result<()> {
             .args(missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// Debian's `policy-rc.d` hook answering 101 ("action forbidden") while alive, so that
+/// installing a package starts none of its services; removed on drop unless it was there.
+struct NoServices {
+    created: bool,
+}
+
+impl NoServices {
+    const PATH: &'static str = "/usr/sbin/policy-rc.d";
+
+    fn install() -> Result<NoServices> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::path::Path::new(Self::PATH);
+        if path.exists() {
+            return Ok(NoServices { created: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# cargo xtask: no services while installing\nexit 101\n",
+        )?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(NoServices { created: true })
+    }
+}
+
+impl Drop for NoServices {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_file(Self::PATH);
+        }
+    }
 }
 
 /// Where system programs live even when `PATH` leaves them out: Debian's `PATH` for users

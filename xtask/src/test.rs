@@ -30,6 +30,13 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("unshare", "util-linux"),
     // A pseudo-terminal around the CLI (progress bars, `run -t`): crates/cli/tests/{terminal,vm_boxes}.rs.
     ("script", "bsdutils"),
+    // Real registries on 127.0.0.1 (run as `docker-registry serve`, never the packaged
+    // service), their htpasswd files and TLS and token-signing keys, and images copied in and
+    // out: crates/registry-fixture, crates/registry/tests, `cargo xtask bench pull`.
+    ("docker-registry", "docker-registry"),
+    ("htpasswd", "apache2-utils"),
+    ("openssl", "openssl"),
+    ("skopeo", "skopeo"),
     // Images compared against umoci: crates/oci-layers/{src/builder/tests.rs,tests}.
     ("umoci", "umoci"),
     // Layers and copies as tar streams: crates/{cli,guest,oci-layers}/tests.

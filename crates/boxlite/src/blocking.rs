@@ -131,6 +131,21 @@ impl Runtime {
         self.inner.images()
     }
 
+    /// See [`crate::runtime::Runtime::pull`].
+    pub fn pull(&self, reference: &str, options: crate::PullOptions) -> Result<crate::Pulled> {
+        self.tokio.block_on(self.inner.pull(reference, options))
+    }
+
+    /// See [`crate::runtime::Runtime::login`].
+    pub fn login(&self, registry: &str, credential: crate::Credential) -> Result<String> {
+        self.tokio.block_on(self.inner.login(registry, credential))
+    }
+
+    /// See [`crate::runtime::Runtime::logout`].
+    pub fn logout(&self, registry: &str) -> Result<bool> {
+        self.inner.logout(registry)
+    }
+
     /// See [`crate::runtime::Runtime::image`].
     pub fn image(&self, name: &str) -> Result<Image> {
         self.inner.image(name)

@@ -67,6 +67,45 @@ impl RuntimeOptions {
         options.force_kvm = std::env::var_os("BOXLITE_FORCE_KVM").is_some_and(|v| v == "1");
         // Only an explicit "off" turns the jail off (for benchmarks and engine debugging).
         options.jail = std::env::var_os("BOXLITE_JAIL").is_none_or(|v| v != "off");
+        options.registry = registry_from_env();
         options
     }
+}
+
+/// How registries are reached, as docker, podman and curl users set it: `DOCKER_CONFIG`
+/// (else `~/.docker`), `REGISTRY_AUTH_FILE` and `XDG_RUNTIME_DIR` (podman's `auth.json`),
+/// `HTTPS_PROXY`, `HTTP_PROXY`, `NO_PROXY` (either case), and boxlite's own
+/// `BOXLITE_INSECURE_REGISTRIES` (comma-separated) and `BOXLITE_REGISTRY_MIRROR`.
+/// CA files are options, not environment: the CLI reads `--registry-ca`.
+pub fn registry_from_env() -> crate::RegistryOptions {
+    let mut options = crate::RegistryOptions::default();
+    let home = var_path("HOME").unwrap_or_else(|| PathBuf::from("/root"));
+    let docker_dir = var_path("DOCKER_CONFIG").unwrap_or_else(|| home.join(".docker"));
+    options.credentials.docker_config = Some(docker_dir.join("config.json"));
+    let mut podman = Vec::new();
+    podman.extend(var_path("REGISTRY_AUTH_FILE"));
+    podman.extend(var_path("XDG_RUNTIME_DIR").map(|d| d.join("containers/auth.json")));
+    podman.push(home.join(".config/containers/auth.json"));
+    options.credentials.podman_auth = podman;
+    let either = |upper: &str| {
+        std::env::var(upper)
+            .ok()
+            .or_else(|| std::env::var(upper.to_ascii_lowercase()).ok())
+            .filter(|v| !v.is_empty())
+    };
+    options.proxy.https = either("HTTPS_PROXY");
+    options.proxy.http = either("HTTP_PROXY");
+    options.proxy.no_proxy = either("NO_PROXY");
+    if let Ok(list) = std::env::var("BOXLITE_INSECURE_REGISTRIES") {
+        options.insecure_registries = list
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    options.docker_io_mirror = std::env::var("BOXLITE_REGISTRY_MIRROR")
+        .ok()
+        .filter(|v| !v.is_empty());
+    options
 }

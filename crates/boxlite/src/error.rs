@@ -37,6 +37,9 @@ pub enum Error {
     /// An image operation failed (not imported, damaged, cannot be unpacked).
     #[error(transparent)]
     Image(#[from] oci_layers::Error),
+    /// Pulling from a registry failed (see [`registry::Error`] for the kinds).
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
     /// Talking to the guest agent (or the box's supervisor) failed. The guest's words are
     /// shown with their control characters escaped.
     #[error("{what}: {}", crate::text::printable(&source.to_string()))]
@@ -167,6 +170,28 @@ pub enum ErrorKind {
     Boot,
     /// Another process holds what was needed, for longer than the runtime waits.
     Busy,
+    /// A registry refused the credentials, or wants some (`boxlite login`).
+    Unauthorized,
+    /// A registry could not be reached, or broke the connection, after retries.
+    Network,
+    /// A registry answered something unusable (a bad document, wrong bytes, an odd status).
+    Registry,
+}
+
+/// The kind of a registry error.
+fn registry_kind(e: &registry::Error) -> ErrorKind {
+    use registry::Error as R;
+    match e {
+        R::Unauthorized { .. } => ErrorKind::Unauthorized,
+        R::ManifestUnknown { .. } | R::NameUnknown { .. } => ErrorKind::NotFound,
+        R::Transport { .. } => ErrorKind::Network,
+        R::InvalidReference { .. } | R::InvalidPlatform { .. } | R::InvalidOption(_) => {
+            ErrorKind::InvalidInput
+        }
+        R::Store(oci_layers::Error::Io { .. }) => ErrorKind::Io,
+        R::Store(_) => ErrorKind::Image,
+        _ => ErrorKind::Registry,
+    }
 }
 
 impl Error {
@@ -176,6 +201,7 @@ impl Error {
             Error::Io { .. } => ErrorKind::Io,
             Error::State { .. } => ErrorKind::State,
             Error::Image(_) => ErrorKind::Image,
+            Error::Registry(e) => registry_kind(e),
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::NoSuchBox(_) => ErrorKind::NotFound,
             Error::NameInUse(..) => ErrorKind::AlreadyExists,

@@ -91,7 +91,7 @@ mod text;
 
 pub use copy::{CopyOutOptions, CopyOutReport};
 pub use defaults::{image_command, run_argv};
-pub use env::{default_home, user_guest_dir};
+pub use env::{default_home, registry_from_env, user_guest_dir};
 pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};
 pub use execution::{
     DEFAULT_OUTPUT_LIMIT, ExecOutput, ExecStdin, Execution, ExitStatus, Output, Signal,
@@ -99,10 +99,14 @@ pub use execution::{
 pub use images::{GcReport, Image, ImageInfo, UnpackMethod, UnpackReport};
 pub use info::{BoxInfo, EngineInfo, HostInfo, Protection, Protections};
 pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics, RemoveMode};
+pub use oci_layers::spec::Platform;
 pub use options::{
     BoxCommand, BoxOptions, DEFAULT_BOOT_TIMEOUT, DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB,
-    DEFAULT_MEMORY_MIB, EngineKind, MAX_CPUS, RuntimeOptions, SupervisorCommand, validate_env_name,
-    validate_working_dir,
+    DEFAULT_MEMORY_MIB, EngineKind, MAX_CPUS, PullPolicy, RegistryOptions, RuntimeOptions,
+    SupervisorCommand, validate_env_name, validate_working_dir,
+};
+pub use registry::{
+    Credential, PullEvent, PullOptions, Pulled, Reference, parse_platform, pull::ProgressFn,
 };
 pub use runtime::Runtime;
 pub use state::BoxState;

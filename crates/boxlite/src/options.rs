@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::engine;
+
 use crate::error::{Error, Result};
+/// How registries are reached (see [`registry::ClientOptions`]).
+pub use registry::ClientOptions as RegistryOptions;
 
 /// The fewest vCPUs a box gets.
 pub const MIN_CPUS: u32 = 1;
@@ -72,6 +75,9 @@ pub struct RuntimeOptions {
     /// measure what the jail costs or to debug an engine: a hostile guest that escapes the
     /// VM then has the supervisor's rights.
     pub jail: bool,
+    /// How registries are reached: credentials files, extra CAs, insecure registries,
+    /// proxies, a docker.io mirror.
+    pub registry: RegistryOptions,
     /// Test hook, not part of the API: the step at which this process (or, for a start's
     /// steps, the box's supervisor) kills itself as a crash there would.
     #[doc(hidden)]
@@ -95,6 +101,7 @@ impl RuntimeOptions {
             console_log_limit: crate::supervisor::console::DEFAULT_CONSOLE_LOG_LIMIT,
             max_layer_bytes: oci_layers::extract::DEFAULT_MAX_LAYER_BYTES,
             jail: true,
+            registry: RegistryOptions::default(),
             abort_at: None,
         }
     }
@@ -195,6 +202,38 @@ pub struct BoxOptions {
     /// idles until stopped, serving `exec`.
     #[serde(default)]
     pub command: Vec<String>,
+    /// Whether to pull the image from its registry first.
+    #[serde(default)]
+    pub pull: PullPolicy,
+}
+
+/// When `create` pulls the image from its registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Only when no image of that name is here (the default, as docker).
+    #[default]
+    Missing,
+    /// Every time, so the tag's newest image is used.
+    Always,
+    /// Never: an image not here is an error.
+    Never,
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<PullPolicy> {
+        match s {
+            "missing" => Ok(PullPolicy::Missing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            other => Err(Error::option(
+                "pull",
+                other,
+                "expected missing, always or never",
+            )),
+        }
+    }
 }
 
 impl BoxOptions {
@@ -212,6 +251,7 @@ impl BoxOptions {
             engine: EngineKind::Auto,
             auto_remove: false,
             command: Vec::new(),
+            pull: PullPolicy::Missing,
         }
     }
 

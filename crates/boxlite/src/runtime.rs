@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     pub(crate) store: Store,
     /// Serialises its own connection: shared by every task of the runtime as it is.
     pub(crate) db: StateDb,
+    /// The registry client, made at the first pull (it loads the system's CA roots).
+    pub(crate) registry: std::sync::OnceLock<registry::Client>,
 }
 
 impl Shared {
@@ -205,6 +207,7 @@ impl Runtime {
                 layout,
                 store,
                 db,
+                registry: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -238,10 +241,12 @@ impl Runtime {
                 ),
             ));
         }
+        self.pull_for_create(&options).await?;
         let record = self
             .shared
             .blocking(move |shared| {
-                let image = shared.store.get(&options.image)?;
+                let name = crate::images::resolve_name(&shared.store, &options.image);
+                let image = shared.store.get(&name)?;
                 defaults::apply_image(&mut options, &image.config.config);
                 // Checked again: the image's settings are input too.
                 options.validate()?;

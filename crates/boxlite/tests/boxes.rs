@@ -435,3 +435,42 @@ async fn the_kvm_engine_boots_a_box_on_hardware_kvm() {
     bx.stop().await.unwrap();
     assert_eq!(bx.info().await.unwrap().state, BoxState::Stopped);
 }
+
+/// A box made from a registry reference pulls its image first (the default policy,
+/// `missing`), boots it, and finds it again by that reference; `never` refuses what is not here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_of_a_reference_pulls_its_image() {
+    let Some(fx) = Fixture::new() else { return };
+    let registry = registry_fixture::Registry::builder().start().unwrap();
+    let layout = tempfile::tempdir().unwrap();
+    support::tools_image()
+        .write_layout(layout.path(), "latest")
+        .unwrap();
+    let reference = format!("{}/e2e/tools:v1", registry.host());
+    let status = std::process::Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.path().display()))
+        .arg(format!("docker://{reference}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let rt = fx.runtime();
+    let mut never = BoxOptions::new(reference.clone());
+    never.pull = boxlite::PullPolicy::Never;
+    let err = rt.create(never).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Image, "{err}");
+    let mut options = BoxOptions::new(reference.clone());
+    options.name = Some("pulled".into());
+    let bx = rt.create(options).await.unwrap();
+    assert_eq!(rt.image(&reference).unwrap().record.name, reference);
+    bx.start().await.unwrap();
+    let out = bx
+        .exec(BoxCommand::new("cat").arg("/etc/os-release"))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"NAME=\"e2e tools\"\n");
+    rt.remove("pulled", RemoveMode::Kill).await.unwrap();
+}

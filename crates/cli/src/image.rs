@@ -127,7 +127,7 @@ fn count(n: u64, noun: &str) -> String {
 }
 
 /// Bytes in the largest binary unit that keeps the number at least 1.
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;

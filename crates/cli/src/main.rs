@@ -64,6 +64,34 @@ pub struct Global {
         help_heading = "Global options"
     )]
     pub initramfs: Option<PathBuf>,
+
+    /// A registry (host or host:port) that may be spoken to over plain HTTP when HTTPS
+    /// fails, as loopback registries always may; repeatable. Also $BOXLITE_INSECURE_REGISTRIES.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST",
+        help_heading = "Registry options"
+    )]
+    pub insecure_registry: Vec<String>,
+
+    /// A registry tried first for docker.io images. Also $BOXLITE_REGISTRY_MIRROR.
+    #[arg(
+        long,
+        global = true,
+        value_name = "HOST",
+        help_heading = "Registry options"
+    )]
+    pub registry_mirror: Option<String>,
+
+    /// A PEM file of CA certificates trusted for registries, besides the system's; repeatable.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Registry options"
+    )]
+    pub registry_ca: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -94,6 +122,12 @@ enum Command {
     Rm(cmd::lifecycle::RmArgs),
     /// Show the host's engines, KVM and the guest files boxlite would use.
     Info(cmd::info::InfoArgs),
+    /// Pull an image from a registry.
+    Pull(cmd::pull::PullArgs),
+    /// Save credentials for a registry (in the docker config file).
+    Login(cmd::pull::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout(cmd::pull::LogoutArgs),
     /// Manage images: import, list, inspect, remove, unpack.
     #[command(subcommand)]
     Image(image::Command),
@@ -143,6 +177,9 @@ fn run_async(global: &Global, command: Command) -> anyhow::Result<u8> {
             Command::Cp(args) => cmd::cp::cp(global, args).await,
             Command::Rm(args) => cmd::lifecycle::rm(global, args).await,
             Command::Info(args) => cmd::info::info(global, args),
+            Command::Pull(args) => cmd::pull::pull(global, args).await,
+            Command::Login(args) => cmd::pull::login(global, args).await,
+            Command::Logout(args) => cmd::pull::logout(global, args).await,
             Command::Image(_) => Ok(0),
         }
     });

@@ -60,3 +60,27 @@ impl Drop for RawMode {
         );
     }
 }
+
+/// Echo off on stdin's terminal while alive, for typing a password.
+pub struct NoEcho {
+    saved: Termios,
+}
+
+impl NoEcho {
+    /// Turns echo off (line editing stays on, so Enter ends the line).
+    pub fn enable() -> Result<NoEcho> {
+        let stdin = std::io::stdin();
+        let saved = termios::tcgetattr(stdin.as_fd()).context("reading the terminal settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(termios::LocalModes::ECHO);
+        termios::tcsetattr(stdin.as_fd(), OptionalActions::Now, &quiet)
+            .context("turning the terminal's echo off")?;
+        Ok(NoEcho { saved })
+    }
+}
+
+impl Drop for NoEcho {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(std::io::stdin().as_fd(), OptionalActions::Now, &self.saved);
+    }
+}

@@ -59,6 +59,7 @@ fn flag(option: &str) -> &str {
         "working_dir" => "--workdir",
         "user" => "--user",
         "engine" => "--engine",
+        "pull" => "--pull",
         other => other,
     }
 }

@@ -313,3 +313,32 @@ fn a_second_ctrl_c_kills_a_command_that_ignores_the_first() {
     };
     assert_eq!(status.code(), Some(137), "{status:?}");
 }
+
+#[test]
+fn run_pulls_a_missing_image_and_keeps_stdout_the_commands() {
+    let Some(env) = VmEnv::new() else { return };
+    let registry = registry_fixture::Registry::builder().start().unwrap();
+    let reference = format!("{}/e2e/tools:v1", registry.host());
+    let status = Command::new("skopeo")
+        .args(["copy", "-q", "--dest-tls-verify=false"])
+        .arg(format!(
+            "oci:{}:latest",
+            env.dir.path().join("layout").display()
+        ))
+        .arg(format!("docker://{reference}"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = env.run(&["run", "--rm", &reference, "cat", "/etc/passwd"]);
+    assert_eq!(run.ok(), "root:x:0:0:root:/root:/bin/sh\n");
+    assert_eq!(run.stderr, "");
+    // Pulled once: `never` finds it, `always` pulls again (nothing new to download).
+    env.run(&[
+        "run", "--rm", "--pull", "never", &reference, "test", "-d", "/etc",
+    ])
+    .ok();
+    env.run(&[
+        "run", "--rm", "--pull", "always", &reference, "test", "-d", "/etc",
+    ])
+    .ok();
+}

@@ -302,6 +302,7 @@ impl Store {
             }
         }
         self.clean_tmp()?;
+        self.clean_partials()?;
         Ok(report)
     }
 
@@ -336,6 +337,32 @@ impl Store {
             .map_err(|e| Error::io("saving image record", &path, e.error))?;
         sync_parent(&path)?;
         Ok(old)
+    }
+
+    /// Records the image whose manifest `manifest_digest` (and its config and every layer) is
+    /// already stored as `name`, replacing any image of that name; returns the new record and
+    /// the replaced one. This is how a pull, which stores blobs itself, finishes.
+    pub fn commit_image(
+        &self,
+        name: &str,
+        manifest_digest: &Digest,
+    ) -> Result<(ImageRecord, Option<ImageRecord>)> {
+        validate_name(name)?;
+        let what = format!("manifest of image {name}");
+        let bytes = self.read_blob(manifest_digest, MAX_MANIFEST_BYTES, &what)?;
+        let manifest = parse_manifest(&bytes, &what)?;
+        let what = format!("config of image {name}");
+        let config_bytes = self.read_blob(&manifest.config.digest, MAX_CONFIG_BYTES, &what)?;
+        let config = parse_config(&config_bytes, &what)?;
+        let record = ImageRecord::new(
+            name.to_string(),
+            manifest_digest.clone(),
+            bytes.len() as u64,
+            &manifest,
+            &config,
+        )?;
+        let replaced = self.write_record(&record)?;
+        Ok((record, replaced))
     }
 
     fn record_by_name(&self, name: &str) -> Result<Option<ImageRecord>> {

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod info;
 pub mod lifecycle;
 pub mod ls;
+pub mod pull;
 pub mod run;
 
 use std::io::IsTerminal;
@@ -42,6 +43,18 @@ pub fn runtime_options(global: &Global) -> Result<RuntimeOptions> {
         args: vec![SUPERVISE.into()],
     });
     options.progress = std::io::stderr().is_terminal();
+    let registry = &mut options.registry;
+    registry
+        .insecure_registries
+        .extend(global.insecure_registry.iter().cloned());
+    if let Some(mirror) = &global.registry_mirror {
+        registry.docker_io_mirror = Some(mirror.clone());
+    }
+    for ca in &global.registry_ca {
+        let pem =
+            std::fs::read(ca).with_context(|| format!("reading --registry-ca {}", ca.display()))?;
+        registry.extra_ca_pem.push(pem);
+    }
     Ok(options)
 }
 

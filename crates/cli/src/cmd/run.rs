@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use boxlite::{
-    BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, RemoveMode,
-    Runtime,
+    BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, PullPolicy,
+    RemoveMode, Runtime,
 };
 use tokio::sync::mpsc;
 
@@ -38,6 +38,12 @@ pub struct BoxFlags {
     /// Virtual machine monitor: auto, kvm or qemu.
     #[arg(long, value_name = "ENGINE", default_value = "auto")]
     engine: String,
+    /// Pull the image from its registry: missing (when not here), always, or never.
+    #[arg(long, value_name = "WHEN", default_value = "missing")]
+    pull: String,
+    /// The platform to pull from a multi-platform image (default: this host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<String>,
 }
 
 impl BoxFlags {
@@ -60,6 +66,16 @@ impl BoxFlags {
         options.validate()?;
         Ok(options)
     }
+
+    /// Pulls the image as `--pull` says, with progress; the box is then made from what is
+    /// here (the runtime does not pull again).
+    async fn ensure_image(&self, runtime: &Runtime, options: &mut BoxOptions) -> Result<()> {
+        let policy: PullPolicy = self.pull.parse()?;
+        super::pull::ensure_image(runtime, &options.image, policy, self.platform.as_deref())
+            .await?;
+        options.pull = PullPolicy::Never;
+        Ok(())
+    }
 }
 
 /// `boxlite run`.
@@ -80,7 +96,8 @@ pub struct RunArgs {
     /// Run the command on a pseudo-terminal (with -i: this terminal in raw mode).
     #[arg(short = 't', long)]
     tty: bool,
-    /// The image (name or digest prefix, as `boxlite image ls` shows).
+    /// The image: a reference to pull (`alpine:3.19`), or a name or digest prefix as
+    /// `boxlite image ls` shows.
     image: String,
     /// The command: arguments to the image's entrypoint (default: the image's command).
     #[arg(
@@ -96,7 +113,8 @@ pub struct RunArgs {
 pub struct CreateArgs {
     #[command(flatten)]
     flags: BoxFlags,
-    /// The image (name or digest prefix, as `boxlite image ls` shows).
+    /// The image: a reference to pull (`alpine:3.19`), or a name or digest prefix as
+    /// `boxlite image ls` shows.
     image: String,
     /// The box's main command (after the image's entrypoint), run whenever it starts; the
     /// box stops when it ends. None: the box idles, serving `exec`.
@@ -112,6 +130,7 @@ pub struct CreateArgs {
 pub async fn create(global: &Global, args: CreateArgs) -> Result<u8> {
     let mut options = args.flags.options(&args.image)?;
     let runtime = open_runtime(global)?;
+    args.flags.ensure_image(&runtime, &mut options).await?;
     if !args.command.is_empty() {
         options.command = run_argv(&runtime, &args.image, &args.command)?;
     }
@@ -129,6 +148,7 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
     how.check()?;
     let mut options = args.flags.options(&args.image)?;
     let runtime = open_runtime(global)?;
+    args.flags.ensure_image(&runtime, &mut options).await?;
     let argv = run_argv(&runtime, &args.image, &args.command)?;
     options.auto_remove = args.rm;
     if args.detach {

@@ -91,6 +91,45 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether an index entry for `entry` can run where `self` is asked for: same OS and
+    /// architecture, and the same variant when one is asked for (`arm64` is `v8` unless it
+    /// says otherwise, as docker reads it).
+    pub fn accepts(&self, entry: &Platform) -> bool {
+        if entry.os != self.os || entry.architecture != self.architecture {
+            return false;
+        }
+        match &self.variant {
+            None => true,
+            Some(want) => {
+                entry
+                    .variant
+                    .as_deref()
+                    .or(default_variant(&entry.architecture))
+                    == Some(want.as_str())
+            }
+        }
+    }
+
+    /// Sort key among accepted entries: the exact or default variant first.
+    fn variant_rank(&self, entry: &Platform) -> u8 {
+        let default = default_variant(&entry.architecture);
+        match entry.variant.as_deref() {
+            None => 0,
+            v if v == default => 0,
+            _ => 1,
+        }
+    }
+}
+
+/// The variant an architecture has when an image does not name one.
+fn default_variant(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "arm64" => Some("v8"),
+        _ => None,
+    }
+}
+
 impl std::fmt::Display for Platform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", truncate(&self.os), truncate(&self.architecture))?;
@@ -221,15 +260,15 @@ impl ImageIndex {
         let matching: Vec<&Descriptor> = candidates
             .iter()
             .copied()
-            .filter(|d| {
-                d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == platform.os && p.architecture == platform.architecture)
-            })
+            .filter(|d| d.platform.as_ref().is_some_and(|p| platform.accepts(p)))
             .collect();
+        // With no variant asked for, the entry that names none (or the default one) wins.
+        let mut matching = matching;
+        matching.sort_by_key(|d| d.platform.as_ref().map(|p| platform.variant_rank(p)));
         match (matching.as_slice(), candidates.as_slice()) {
             ([one, ..], _) => Ok(one),
-            ([], [only]) => Ok(only),
+            // An entry naming no platform is taken as the image; one naming another is not.
+            ([], [only]) if only.platform.is_none() => Ok(only),
             ([], []) => Err(Error::Invalid(
                 "image index lists no image manifest".to_string(),
             )),

@@ -203,6 +203,53 @@ fn index_selects_host_platform() {
     );
 }
 
+fn variant_entry(n: u8, arch: &str, variant: Option<&str>) -> serde_json::Value {
+    let mut e = entry(n, "linux", arch);
+    if let Some(v) = variant {
+        e["platform"]["variant"] = serde_json::json!(v);
+    }
+    e
+}
+
+fn platform(arch: &str, variant: Option<&str>) -> Platform {
+    Platform {
+        architecture: arch.into(),
+        os: "linux".into(),
+        variant: variant.map(str::to_string),
+    }
+}
+
+#[test]
+fn index_honours_variants() {
+    let i = index(serde_json::json!([
+        variant_entry(1, "arm", Some("v6")),
+        variant_entry(2, "arm", Some("v7")),
+        variant_entry(3, "arm64", None),
+        variant_entry(4, "arm64", Some("v9")),
+    ]));
+    assert_eq!(i.select(&platform("arm", Some("v7"))).unwrap().digest, d(2));
+    assert_eq!(i.select(&platform("arm", Some("v6"))).unwrap().digest, d(1));
+    // arm64 without a variant is v8.
+    assert_eq!(
+        i.select(&platform("arm64", Some("v8"))).unwrap().digest,
+        d(3)
+    );
+    assert_eq!(i.select(&platform("arm64", None)).unwrap().digest, d(3));
+    assert_eq!(
+        i.select(&platform("arm64", Some("v9"))).unwrap().digest,
+        d(4)
+    );
+    let err = i
+        .select(&platform("arm", Some("v5")))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("linux/arm/v7"), "{err}");
+    // A lone entry for another platform is not taken.
+    let i = index(serde_json::json!([entry(1, "linux", "s390x")]));
+    let err = i.select(&platform("amd64", None)).unwrap_err().to_string();
+    assert!(err.contains("linux/s390x"), "{err}");
+}
+
 #[test]
 fn index_skips_attestations_and_takes_the_only_image() {
     let mut att = entry(9, "unknown", "unknown");
