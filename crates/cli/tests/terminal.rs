@@ -141,3 +141,32 @@ fn progress_and_summary_on_a_terminal() {
         BIG_BYTES as u64
     );
 }
+
+#[test]
+fn pull_draws_layer_and_total_bars_on_a_terminal_only() {
+    use registry_fixture::images::{Credentials, ImageSpec, Layer, Pusher};
+    let registry = registry_fixture::Registry::builder().start().unwrap();
+    let layers = vec![
+        Layer::random_files(7, 2, 2 << 20).unwrap(),
+        Layer::random_files(8, 2, 1 << 20).unwrap(),
+    ];
+    Pusher::new(registry.host(), Credentials::None)
+        .push_image("bars/img", "v1", &ImageSpec::new(layers))
+        .unwrap();
+    let reference = format!("{}/bars/img:v1", registry.host());
+    let env = Env::new();
+    let Some(shown) = run_on_pty(&env.home(), &["pull", &reference]) else {
+        eprintln!("skipping: util-linux `script` is not installed, so no pty to test with");
+        return;
+    };
+    assert!(shown.contains("total"), "no total bar: {shown:?}");
+    assert!(
+        shown.contains(&format!("Pulled {reference} (sha256:")) && shown.contains("2 layers"),
+        "pull summary missing: {shown:?}"
+    );
+    // The same pull off a terminal: only the name, on stdout.
+    let other = Env::new();
+    let run = other.run(&["pull", &reference]);
+    assert_eq!(run.ok(), format!("{reference}\n"));
+    assert_eq!(run.stderr, "");
+}
