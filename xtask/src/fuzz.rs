@@ -8,13 +8,14 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "extract_layer",
     "untar",
     "parse_image_json",
     "protocol_frames",
     "virtio_queue",
     "vmm_devices",
+    "registry_input",
 ];
 
 /// Arguments of `cargo xtask fuzz`.
