@@ -67,7 +67,7 @@ fn pulled_images_are_found_by_their_reference_everywhere() {
     // Quiet off a terminal: the name on stdout, nothing on stderr.
     assert_eq!(run.ok(), format!("{reference}\n"));
     assert_eq!(run.stderr, "");
-    assert_eq!(env.names(), [reference.clone()]);
+    assert_eq!(env.names(), std::slice::from_ref(&reference));
     let inspect = env.run(&["image", "inspect", &reference]);
     assert!(inspect.ok().contains("team/app:v1"), "{inspect:?}");
     let dest = env.path("rootfs");
