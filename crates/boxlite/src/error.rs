@@ -182,6 +182,7 @@ pub enum ErrorKind {
 fn registry_kind(e: &registry::Error) -> ErrorKind {
     use registry::Error as R;
     match e {
+        R::NotHere { source, .. } => registry_kind(source),
         R::Unauthorized { .. } => ErrorKind::Unauthorized,
         R::ManifestUnknown { .. } | R::NameUnknown { .. } => ErrorKind::NotFound,
         R::Transport { .. } => ErrorKind::Network,

@@ -112,10 +112,14 @@ impl Runtime {
             PullPolicy::Missing if present() => Ok(()),
             // Not a reference (a digest prefix, an odd local name): nothing to pull.
             PullPolicy::Missing if Reference::parse(&options.image).is_err() => Ok(()),
-            PullPolicy::Missing | PullPolicy::Always => {
+            PullPolicy::Always => {
                 self.pull(&options.image, PullOptions::default()).await?;
                 Ok(())
             }
+            PullPolicy::Missing => match self.pull(&options.image, PullOptions::default()).await {
+                Ok(_) => Ok(()),
+                Err(e) => Err(not_here(&options.image, e)),
+            },
         }
     }
 
@@ -199,4 +203,16 @@ fn login_registry(input: &str) -> Result<String> {
         )));
     }
     Ok(host)
+}
+
+/// The error of a pull made because `image` is not here: says both (docker's "Unable to find
+/// image locally"), keeping the pull's kind.
+pub fn not_here(image: &str, pull: Error) -> Error {
+    match pull {
+        Error::Registry(e) => Error::Registry(registry::Error::NotHere {
+            image: image.to_string(),
+            source: Box::new(e),
+        }),
+        other => other,
+    }
 }

@@ -96,7 +96,9 @@ pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};
 pub use execution::{
     DEFAULT_OUTPUT_LIMIT, ExecOutput, ExecStdin, Execution, ExitStatus, Output, Signal,
 };
-pub use images::{GcReport, Image, ImageInfo, UnpackMethod, UnpackReport};
+pub use images::{
+    GcReport, Image, ImageInfo, UnpackMethod, UnpackReport, not_here as images_not_here,
+};
 pub use info::{BoxInfo, EngineInfo, HostInfo, Protection, Protections};
 pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics, RemoveMode};
 pub use oci_layers::spec::Platform;

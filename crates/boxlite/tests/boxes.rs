@@ -296,11 +296,23 @@ async fn bad_requests_get_clear_errors() {
     let Some(fx) = Fixture::new() else { return };
     let rt = fx.runtime();
 
+    // Not here, and not pulled (tests reach no registry but their own).
+    let mut missing = BoxOptions::new("no-such-image");
+    missing.pull = boxlite::PullPolicy::Never;
+    let err = rt.create(missing).await.unwrap_err();
+    assert!(err.to_string().contains("no-such-image"), "{err}");
+    // Not here, and its registry is not there: both said.
     let err = rt
-        .create(BoxOptions::new("no-such-image"))
+        .create(BoxOptions::new("127.0.0.1:1/no/such"))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("no-such-image"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::Network, "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("no image named 127.0.0.1:1/no/such here, and pulling it failed")
+            && text.contains("reaching registry 127.0.0.1:1"),
+        "{text}"
+    );
 
     let mut options = BoxOptions::new(IMAGE);
     options.memory_mib = u32::MAX;

@@ -125,11 +125,11 @@ fn bad_box_options() {
             &["box name"],
         );
         fails_125(
-            &env.run(&[sub, "no-such-image:1"]),
+            &env.run(&[sub, "--pull", "never", "no-such-image:1"]),
             &["no image named no-such-image:1"],
         );
         fails_125(
-            &env.run(&[sub, "no-such-image:1", "echo", "hi"]),
+            &env.run(&[sub, "--pull", "never", "no-such-image:1", "echo", "hi"]),
             &["no image named no-such-image:1"],
         );
     }

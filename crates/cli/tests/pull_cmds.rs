@@ -161,4 +161,9 @@ fn bad_pull_arguments_are_refused_clearly() {
         .fails_with(&["--pull", "missing, always or never"]);
     env.run(&["run", "--pull", "never", "127.0.0.1:1/not/here", "true"])
         .fails_with(&["no image named"]);
+    // Missing, and its registry is not there: both said, on one line.
+    env.run(&["create", "127.0.0.1:1/not/here"]).fails_with(&[
+        "no image named 127.0.0.1:1/not/here here, and pulling it failed",
+        "reaching registry 127.0.0.1:1",
+    ]);
 }

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 /// Chunks in flight between the network and the file writer: bounds memory per download
 /// (hyper's chunks are at most a few tens of KiB).
-const CHANNEL_CHUNKS: usize = 64;
+const CHANNEL_CHUNKS: usize = 16;
 
 /// What the writer thread is told.
 enum Write {

@@ -114,6 +114,15 @@ pub enum Error {
     /// An option of this client that cannot be used (a CA file, a proxy URL …).
     #[error("{0}")]
     InvalidOption(String),
+    /// An image that is not in the store, whose pull failed (for callers that pull only what
+    /// is missing).
+    #[error("no image named {image} here, and pulling it failed: {source}")]
+    NotHere {
+        /// The image as named.
+        image: String,
+        /// Why the pull failed.
+        source: Box<Error>,
+    },
     /// Storing or extracting what was pulled.
     #[error(transparent)]
     Store(#[from] oci_layers::Error),

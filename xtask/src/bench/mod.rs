@@ -3,6 +3,7 @@
 mod boot;
 mod exec;
 mod mount;
+mod pull;
 mod rootfs;
 mod stats;
 mod vmm;
@@ -32,6 +33,8 @@ enum Which {
     Boot(boot::Args),
     /// Our KVM VMM: setup to first KVM_RUN, memory overhead, boot to agent ready.
     Vmm(vmm::Args),
+    /// Image pull from a local registry: `boxlite pull` + `image unpack` vs. skopeo + umoci.
+    Pull(pull::Args),
 }
 
 /// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
@@ -51,5 +54,6 @@ pub fn run(args: Args) -> Result<()> {
         Which::Exec(args) => exec::run(args),
         Which::Vmm(args) => vmm::run(args),
         Which::Boot(args) => boot::run(args),
+        Which::Pull(args) => pull::run(args),
     }
 }

@@ -75,7 +75,16 @@ pub async fn ensure_image(
         },
     };
     if pull {
-        pull_image(runtime, image, platform).await?;
+        let missing = policy != PullPolicy::Always;
+        match pull_image(runtime, image, platform).await {
+            Err(e) if missing => match e.downcast::<boxlite::Error>() {
+                Ok(e) => return Err(boxlite::images_not_here(image, e).into()),
+                Err(e) => return Err(e),
+            },
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }
