@@ -237,6 +237,7 @@ impl Registry {
                     unsafe {
                         libc::kill(pid, libc::SIGKILL);
                     }
+                    wait_dead(pid);
                 }
             }
         })
@@ -433,4 +434,21 @@ fn spawn_tied_to_process(mut cmd: Command) -> Result<Child> {
         .recv()
         .map_err(|_| anyhow!("the spawner thread is gone"))?
         .context("spawning docker-registry (is the docker-registry package installed?)")
+}
+
+/// Waits (up to 5 s) until unreaped child `pid` is a zombie: SIGKILL is delivered
+/// asynchronously, and a caller that goes on at once must not still reach it.
+fn wait_dead(pid: libc::pid_t) {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(&stat).ok().and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().to_string())
+        });
+        match state.as_deref().and_then(|s| s.chars().next()) {
+            Some('Z') | Some('X') | None => return,
+            _ => std::thread::sleep(std::time::Duration::from_millis(2)),
+        }
+    }
 }

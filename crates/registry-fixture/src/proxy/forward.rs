@@ -304,10 +304,12 @@ fn pump_blob<R: Read>(
                 w.write_all(&chunk[..keep])?;
                 w.flush()?;
                 state.count(hex, keep as u64);
-                let _ = client.shutdown(Shutdown::Both);
+                // The callback first: a client that sees the cut and retries at once must
+                // find what the callback did (a killed registry) already done.
                 if let Some(cb) = then.take() {
                     cb();
                 }
+                let _ = client.shutdown(Shutdown::Both);
                 return Ok(());
             }
             _ => {}

@@ -25,7 +25,7 @@ pub enum Fault {
     /// kept), so the client sees a digest mismatch.
     CorruptBlob(String),
     /// Send the headers and the first `bytes` body bytes of blob `<hex>`,
-    /// then close and run `then` (e.g. kill the registry). One-shot: the
+    /// then run `then` (e.g. kill the registry) and close. One-shot: the
     /// fault resets to `None` once it fired.
     CutBlobAfter {
         /// Hex of the blob's sha256.
