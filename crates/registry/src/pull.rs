@@ -162,13 +162,7 @@ impl Client {
             );
             let what = format!("manifest of {reference}");
             blocking(move || -> Result<_> {
-                store.put_blob(
-                    bytes.as_slice(),
-                    &digest,
-                    Some(bytes.len() as u64),
-                    &what,
-                    &Progress::hidden(),
-                )?;
+                put_document(&store, &bytes, &digest, &what)?;
                 Ok(store.commit_image(&name, &digest)?)
             })
             .await??
@@ -234,16 +228,7 @@ impl Client {
         let config = spec::parse_config(&bytes, &what)?;
         spec::validate_image(&resolved.manifest, &config)?;
         let (store, digest) = (store.clone(), desc.digest.clone());
-        blocking(move || {
-            store.put_blob(
-                bytes.as_slice(),
-                &digest,
-                Some(bytes.len() as u64),
-                &what,
-                &Progress::hidden(),
-            )
-        })
-        .await??;
+        blocking(move || put_document(&store, &bytes, &digest, &what)).await??;
         Ok(())
     }
 
@@ -306,6 +291,12 @@ impl Client {
         }
         Ok((received, downloaded))
     }
+}
+
+/// Stores a small document (manifest, config) already in memory as blob `digest`.
+fn put_document(store: &Store, bytes: &[u8], digest: &Digest, what: &str) -> Result<u64> {
+    let size = Some(bytes.len() as u64);
+    Ok(store.put_blob(bytes, digest, size, what, &Progress::hidden())?)
 }
 
 /// Refuses an image built for another platform than the one asked for (a single-platform
