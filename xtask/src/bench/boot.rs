@@ -25,6 +25,7 @@ use boxlite::{
 use clap::Args as ClapArgs;
 use protocol::client::Client;
 
+use super::host::{loadavg, machine};
 use super::stats::{median, ms, p90};
 use crate::demo::{self, IMAGE_NAME};
 use crate::{guest, kernel, sh};
@@ -522,32 +523,6 @@ fn engine_words() -> String {
     } else {
         format!("qemu (tcg; {})", kvm.describe())
     }
-}
-
-/// CPU model, cores, memory and kernel, in words.
-fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim())
-        .to_owned();
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let memory = internals::memory_total_mib()
-        .map_or_else(|_| "? GiB".into(), |m| format!("{} GiB", m / 1024));
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{model}, {cores} cores, {memory}, Linux {}", kernel.trim())
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A one-line status on a terminal (nothing otherwise); empty clears it.

@@ -2,6 +2,7 @@
 
 mod boot;
 mod exec;
+mod host;
 mod mount;
 mod pull;
 mod rootfs;

@@ -24,6 +24,7 @@ use clap::Args as ClapArgs;
 use registry_fixture::Registry;
 use registry_fixture::images::{Compression, Credentials, Entry, ImageSpec, Layer, Pusher};
 
+use super::host::{self, loadavg};
 use super::stats::{median, ms};
 use crate::{demo, sh};
 
@@ -890,38 +891,13 @@ fn path_str(path: &Path) -> Result<&str> {
         .with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-/// CPU model, cores, memory, kernel and the scratch filesystem, in words.
+/// The host in words, with the filesystem the scratch and registry storage are on.
 fn machine() -> String {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown CPU", |(_, m)| m.trim())
-        .to_owned();
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let mem_gib = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib >> 20);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let fs = sh::output(Command::new("findmnt").args(["-no", "FSTYPE", "-T", "/var/tmp"]))
         .unwrap_or_default();
     format!(
-        "{model}, {cores} cores, {mem_gib} GiB, Linux {}, scratch and registry storage on {}",
-        kernel.trim(),
+        "{}, scratch and registry storage on {}",
+        host::machine(),
         fs.trim()
     )
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
