@@ -8,7 +8,7 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 9] = [
     "extract_layer",
     "untar",
     "parse_image_json",
@@ -16,6 +16,8 @@ pub const TARGETS: [&str; 7] = [
     "virtio_queue",
     "vmm_devices",
     "registry_input",
+    "net_policy",
+    "net_frames",
 ];
 
 /// Arguments of `cargo xtask fuzz`.

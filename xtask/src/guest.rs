@@ -11,6 +11,11 @@
 //! Outputs go to `cache_dir()/guest/<hash of the binary>/`: `boxlite-guest` and
 //! `initramfs.cpio.gz` (gzip newc: `/init`, `/dev/console`, `/dev/null` and the empty
 //! `/dev`, `/proc`, `/sys`, `/run`, `/tmp` the agent mounts on). Same binary, same initramfs.
+//!
+//! The same cargo invocation builds `netprobe` (crate `netprobe`), the network tests' probe,
+//! static too because it runs inside `FROM scratch` boxes; it is cached the same way, under
+//! `cache_dir()/netprobe/<hash>/netprobe`, and `cargo xtask test` hands its path to the tests
+//! as `BOXLITE_NETPROBE`.
 
 use std::fs;
 use std::io::Write;
@@ -27,6 +32,8 @@ pub const TARGET: &str = "x86_64-unknown-linux-gnu";
 /// The agent's package and binary names.
 const PACKAGE: &str = "guest";
 const BINARY: &str = "boxlite-guest";
+/// The network probe's package and binary name.
+const NETPROBE: &str = "netprobe";
 /// The initramfs's file name, in the cache and where it is linked: the name the runtime
 /// looks for in a guest directory.
 pub const INITRAMFS: &str = "initramfs.cpio.gz";
@@ -39,6 +46,10 @@ pub struct Args {
     /// Print only the initramfs path (building first if needed).
     #[arg(long)]
     pub print_path: bool,
+    /// Print only the static `netprobe` path (building first if needed), e.g. for
+    /// `BOXLITE_NETPROBE=$(cargo xtask guest --print-netprobe)`.
+    #[arg(long, conflicts_with = "print_path")]
+    pub print_netprobe: bool,
 }
 
 /// The built agent and its initramfs.
@@ -47,6 +58,8 @@ pub struct Built {
     pub binary: PathBuf,
     /// The gzip newc initramfs whose `/init` is the agent.
     pub initramfs: PathBuf,
+    /// The static `netprobe` executable the network tests copy into boxes.
+    pub netprobe: PathBuf,
 }
 
 /// Builds the agent and initramfs, links the initramfs into the per-user guest directory
@@ -56,9 +69,12 @@ pub fn run(args: Args) -> Result<()> {
     link::for_user(&[(INITRAMFS, &built.initramfs)])?;
     if args.print_path {
         println!("{}", built.initramfs.display());
+    } else if args.print_netprobe {
+        println!("{}", built.netprobe.display());
     } else {
         println!("{}", built.binary.display());
         println!("{}", built.initramfs.display());
+        println!("{}", built.netprobe.display());
     }
     Ok(())
 }
@@ -77,6 +93,7 @@ pub fn build() -> Result<Built> {
     sh::run(
         sh::cargo()
             .args(["build", "--release", "-p", PACKAGE, "--bin", BINARY])
+            .args(["-p", NETPROBE, "--bin", NETPROBE])
             .args(["--target", TARGET])
             .env("CARGO_TARGET_DIR", &target_dir)
             .env("RUSTFLAGS", rustflags.trim())
@@ -110,10 +127,30 @@ pub fn build() -> Result<Built> {
         binary.len(),
         fs::metadata(&initramfs).map(|m| m.len()).unwrap_or(0)
     );
+    let netprobe = cache_netprobe(&target_dir.join(TARGET).join("release").join(NETPROBE))?;
     Ok(Built {
         binary: cached,
         initramfs,
+        netprobe,
     })
+}
+
+/// Checks the built `netprobe` is static and copies it to the cache, keyed by its hash, so
+/// a path handed out stays valid while cargo rebuilds the target directory.
+fn cache_netprobe(built: &Path) -> Result<PathBuf> {
+    let binary = fs::read(built).with_context(|| format!("reading {}", built.display()))?;
+    check_static(&binary).with_context(|| format!("{} is not static", built.display()))?;
+    let key = hex::encode(Sha256::digest(&binary))[..KEY_LEN].to_owned();
+    let out = image::cache_dir().join(NETPROBE).join(key);
+    let cached = out.join(NETPROBE);
+    if !cached.exists() {
+        fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        publish(&cached, |f| {
+            f.write_all(&binary)?;
+            set_mode(f, 0o755)
+        })?;
+    }
+    Ok(cached)
 }
 
 /// Writes the initramfs for `agent` to `out`.

@@ -78,6 +78,7 @@ pub fn run(args: Args) -> Result<()> {
         &kernel_dir.join("bzImage"),
         &agent.initramfs,
         &test,
+        &agent.netprobe,
         &initramfs,
     )?;
     for attempt in 1..=ATTEMPTS {
@@ -274,6 +275,7 @@ fn pack_l1(
     l2_kernel: &Path,
     l2_initramfs: &Path,
     test: &BootTest,
+    netprobe: &Path,
     out: &Path,
 ) -> Result<()> {
     let mut files: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
@@ -328,6 +330,7 @@ fn pack_l1(
             test.supervisor.display().to_string(),
         ),
         (test.vmm.clone(), "bin/boxlite-vmm".into()),
+        (netprobe.to_path_buf(), "bin/netprobe".into()),
     ]);
     let fixed: [(&Path, String); 5] = [
         (&test.executable, "bin/boot-test".into()),
@@ -404,6 +407,7 @@ mv /tmp /tmp.packed && mkdir /tmp && mount -t tmpfs tmp /tmp
 printf '#!/bin/sh\nexec /lib64/ld-linux-x86-64.so.2 --list "$@"\n' > /usr/bin/ldd; chmod +x /usr/bin/ldd
 NPT=1
 for w in $(cat /proc/cmdline); do case $w in l1.npt=*) NPT=${w#l1.npt=};; esac; done
+ip link set lo up
 echo "L1: up at $(cut -d' ' -f1 /proc/uptime)s"
 for m in irqbypass ccp kvm; do insmod /mod/$m.ko; done
 insmod /mod/kvm-amd.ko npt=$NPT nested=0
@@ -418,6 +422,9 @@ export BOXLITE_KERNEL_DIR=/l2 BOXLITE_GUEST_INITRAMFS=/l2/initramfs
 # The runtime's kvm engine end to end: a box from an image, booted by boxlite-vmm.
 BOXLITE_VMM=/bin/boxlite-vmm /bin/runtime-test --exact the_kvm_engine_boots_a_box_on_hardware_kvm \
   --nocapture --test-threads 1 || RESULT=fail
+# Its network card: boxlite-vmm's virtio-net on the supervisor's stack, to L1's loopback.
+BOXLITE_VMM=/bin/boxlite-vmm BOXLITE_NETPROBE=/bin/netprobe /bin/runtime-test --exact \
+  the_kvm_engine_networks_a_box --nocapture --test-threads 1 || RESULT=fail
 echo "L1: test ended at $(cut -d' ' -f1 /proc/uptime)s"
 # A seccomp kill (boxlite-vmm's filters) names the system call here (audit type 1326).
 dmesg | grep 'type=1326' | sed 's/^/L1: seccomp: /'

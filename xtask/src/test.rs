@@ -44,6 +44,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("gzip", "gzip"),
     // Boxes booted under QEMU: crates/{boxlite,cli,guest}/tests, xtask/src/kernel/boot_tests.rs.
     ("qemu-system-x86_64", "qemu-system-x86"),
+    // The guest's network card served by passt (the agent's own network configuration):
+    // crates/guest/tests/vm_net.rs.
+    ("passt", "passt"),
     // The kernel boot tests' static test inits: xtask/src/kernel/boot_tests.rs.
     ("gcc", "gcc"),
     // Reading our initramfs archives back: xtask/src/cpio/tests.rs.
@@ -83,8 +86,8 @@ pub fn run(args: Args) -> Result<()> {
             "warnings",
         ]))?;
     }
-    // The boot tests find the kernel and the agent's initramfs through these; both builds
-    // are no-ops once cached.
+    // The boot tests find the kernel, the agent's initramfs and the static network probe
+    // (run inside boxes) through these; both builds are no-ops once cached.
     let kernel_dir = kernel::build(&kernel::Args::default())?;
     let guest = guest::build()?;
     sh::run(
@@ -92,6 +95,7 @@ pub fn run(args: Args) -> Result<()> {
             .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
             .env("BOXLITE_KERNEL_DIR", &kernel_dir)
             .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
+            .env("BOXLITE_NETPROBE", &guest.netprobe)
             .args(&args.rest),
     )?;
     // `--all-targets` leaves doc tests out; they run here, with the same guest files and the
@@ -100,7 +104,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut doc = sh::cargo();
     doc.args(["test", "--workspace", "--doc"])
         .env("BOXLITE_KERNEL_DIR", &kernel_dir)
-        .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs);
+        .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
+        .env("BOXLITE_NETPROBE", &guest.netprobe);
     let supervisor = demo::target_dir().join("debug/boxlite-supervisor");
     if supervisor.is_file() {
         doc.env("BOXLITE_SUPERVISOR", supervisor);

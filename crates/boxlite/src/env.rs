@@ -68,8 +68,48 @@ impl RuntimeOptions {
         // Only an explicit "off" turns the jail off (for benchmarks and engine debugging).
         options.jail = std::env::var_os("BOXLITE_JAIL").is_none_or(|v| v != "off");
         options.registry = registry_from_env();
+        options.dns_upstream = dns_from_env();
         options
     }
+}
+
+/// The most bytes of `/etc/resolv.conf` read: real ones are a few lines.
+const MAX_RESOLV_CONF_BYTES: u64 = 64 * 1024;
+
+/// The DNS servers boxes forward to: `BOXLITE_DNS` (comma-separated `IP` or `IP:PORT`),
+/// else the host's `/etc/resolv.conf` nameservers.
+pub fn dns_from_env() -> Vec<std::net::SocketAddr> {
+    if let Ok(list) = std::env::var("BOXLITE_DNS") {
+        return list
+            .split(',')
+            .filter_map(|s| dns_server(s.trim()))
+            .collect();
+    }
+    use std::io::Read;
+    let mut text = String::new();
+    let read = std::fs::File::open("/etc/resolv.conf")
+        .and_then(|f| f.take(MAX_RESOLV_CONF_BYTES).read_to_string(&mut text));
+    match read {
+        Ok(_) => nameservers(&text),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The `nameserver` lines of a resolv.conf, on port 53 (at most 3, as glibc reads).
+fn nameservers(text: &str) -> Vec<std::net::SocketAddr> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse::<std::net::IpAddr>().ok())
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .take(3)
+        .collect()
+}
+
+/// `IP` (port 53) or `IP:PORT`.
+fn dns_server(s: &str) -> Option<std::net::SocketAddr> {
+    s.parse()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(|ip| (ip, 53).into()))
 }
 
 /// How registries are reached, as docker, podman and curl users set it: `DOCKER_CONFIG`
@@ -108,4 +148,23 @@ pub fn registry_from_env() -> crate::RegistryOptions {
         .ok()
         .filter(|v| !v.is_empty());
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_nameservers_are_read_as_glibc_does() {
+        let text = "# comment\nsearch lan\nnameserver 10.1.1.1\nnameserver ::1\n\
+                    nameserver bogus\nnameserver 9.9.9.9\nnameserver 8.8.8.8\n";
+        let got: Vec<String> = nameservers(text).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["10.1.1.1:53", "[::1]:53", "9.9.9.9:53"]);
+        assert_eq!(
+            dns_server("127.0.0.1:5353"),
+            Some("127.0.0.1:5353".parse().unwrap())
+        );
+        assert_eq!(dns_server("1.1.1.1"), Some("1.1.1.1:53".parse().unwrap()));
+        assert_eq!(dns_server("x"), None);
+    }
 }

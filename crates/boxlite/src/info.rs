@@ -5,6 +5,7 @@ use std::path::PathBuf;
 pub use jail::{Protection, Protections};
 use serde::Serialize;
 
+use crate::network::NetworkInfo;
 use crate::options::BoxOptions;
 use crate::state::{BoxRecord, BoxState};
 
@@ -51,6 +52,9 @@ pub struct BoxInfo {
     /// not), as its supervisor recorded them; `None` before the first boot. Filled by
     /// [`crate::LiteBox::info`], not by [`crate::Runtime::list`].
     pub protections: Option<Protections>,
+    /// The running network as its supervisor last reported it (address, published ports,
+    /// denials); `None` for a box without one or before its first boot.
+    pub network: Option<NetworkInfo>,
 }
 
 impl From<BoxRecord> for BoxInfo {
@@ -74,6 +78,7 @@ impl From<BoxRecord> for BoxInfo {
             exit_code: r.exit_code,
             reason: r.reason,
             protections: None,
+            network: None,
         }
     }
 }

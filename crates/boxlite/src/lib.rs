@@ -80,6 +80,7 @@ mod info;
 mod layout;
 mod litebox;
 mod liveness;
+mod network;
 mod options;
 mod pathbytes;
 mod peer;
@@ -91,7 +92,7 @@ mod text;
 
 pub use copy::{CopyOutOptions, CopyOutReport};
 pub use defaults::{image_command, run_argv};
-pub use env::{default_home, registry_from_env, user_guest_dir};
+pub use env::{default_home, dns_from_env, registry_from_env, user_guest_dir};
 pub use error::{Artefact, DbError, Error, ErrorKind, Needs, Result};
 pub use execution::{
     DEFAULT_OUTPUT_LIMIT, ExecOutput, ExecStdin, Execution, ExitStatus, Output, Signal,
@@ -101,6 +102,9 @@ pub use images::{
 };
 pub use info::{BoxInfo, EngineInfo, HostInfo, Protection, Protections};
 pub use litebox::{DEFAULT_STOP_GRACE, LiteBox, Metrics, RemoveMode};
+pub use network::{
+    NetworkInfo, NetworkMode, NetworkOptions, PortMapping, PortProtocol, PublishedPort,
+};
 pub use oci_layers::spec::Platform;
 pub use options::{
     BoxCommand, BoxOptions, DEFAULT_BOOT_TIMEOUT, DEFAULT_CPUS, DEFAULT_DISK_SIZE_MIB,

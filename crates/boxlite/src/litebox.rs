@@ -106,6 +106,9 @@ impl LiteBox {
         let mut info = BoxInfo::from(self.record().await?);
         let dir = self.shared.layout.box_dir(&self.id);
         info.protections = crate::supervisor::jail::recorded(dir.dir());
+        if info.state.is_active() {
+            info.network = crate::network::recorded(dir.dir());
+        }
         Ok(info)
     }
 
@@ -184,6 +187,7 @@ impl LiteBox {
                     boot_timeout: shared.options.boot_timeout,
                     console_log_limit: shared.options.console_log_limit,
                     jail: shared.options.jail,
+                    dns_upstream: shared.options.dns_upstream.clone(),
                     abort_at: shared.options.abort_at.clone(),
                 };
                 let supervisor = shared.supervisor()?;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine;
 
 use crate::error::{Error, Result};
+use crate::network::NetworkOptions;
 /// How registries are reached (see [`registry::ClientOptions`]).
 pub use registry::ClientOptions as RegistryOptions;
 
@@ -78,6 +79,10 @@ pub struct RuntimeOptions {
     /// How registries are reached: credentials files, extra CAs, insecure registries,
     /// proxies, a docker.io mirror.
     pub registry: RegistryOptions,
+    /// The DNS servers a box's stack forwards allowed queries to (from the host's
+    /// `/etc/resolv.conf` with [`RuntimeOptions::from_env`]); empty: boxes resolve nothing
+    /// but `host.boxlite.internal`.
+    pub dns_upstream: Vec<std::net::SocketAddr>,
     /// Test hook, not part of the API: the step at which this process (or, for a start's
     /// steps, the box's supervisor) kills itself as a crash there would.
     #[doc(hidden)]
@@ -102,6 +107,7 @@ impl RuntimeOptions {
             max_layer_bytes: oci_layers::extract::DEFAULT_MAX_LAYER_BYTES,
             jail: true,
             registry: RegistryOptions::default(),
+            dns_upstream: Vec::new(),
             abort_at: None,
         }
     }
@@ -205,6 +211,9 @@ pub struct BoxOptions {
     /// Whether to pull the image from its registry first.
     #[serde(default)]
     pub pull: PullPolicy,
+    /// The box's network: a card or none, the egress policy, published ports.
+    #[serde(default)]
+    pub network: NetworkOptions,
 }
 
 /// When `create` pulls the image from its registry.
@@ -252,6 +261,7 @@ impl BoxOptions {
             auto_remove: false,
             command: Vec::new(),
             pull: PullPolicy::Missing,
+            network: NetworkOptions::default(),
         }
     }
 
@@ -288,6 +298,7 @@ impl BoxOptions {
             ));
         }
         no_nul("image", &self.image)?;
+        self.network.validate()?;
         validate_command(
             &self.command,
             &self.env,

@@ -280,7 +280,15 @@ impl Runtime {
             .blocking(|s| {
                 s.db.list_boxes()?
                     .into_iter()
-                    .map(|r| s.reconcile(r).map(BoxInfo::from))
+                    .map(|r| {
+                        let mut info = BoxInfo::from(s.reconcile(r)?);
+                        // Only a running box has a network; its report is one small file.
+                        if info.state.is_active() {
+                            let dir = s.layout.box_dir(&info.id);
+                            info.network = crate::network::recorded(dir.dir());
+                        }
+                        Ok(info)
+                    })
                     .collect()
             })
             .await

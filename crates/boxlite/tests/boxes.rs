@@ -448,6 +448,74 @@ async fn the_kvm_engine_boots_a_box_on_hardware_kvm() {
     assert_eq!(bx.info().await.unwrap().state, BoxState::Stopped);
 }
 
+/// The kvm engine's network card (boxlite-vmm's virtio-net on the supervisor's stack): a
+/// `host` rule lets the box reach a server on the host's loopback as 10.0.2.2, and nothing
+/// else on the host. Only where hardware KVM is usable (in L1 under `cargo xtask nested-kvm`
+/// here) and `BOXLITE_NETPROBE` names the probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kvm_engine_networks_a_box() {
+    let kvm = boxlite::internals::probe_kvm();
+    if !kvm.is_hardware() {
+        eprintln!("skipped: {}", kvm.describe());
+        return;
+    }
+    let Some(netprobe) = std::env::var_os("BOXLITE_NETPROBE") else {
+        eprintln!("skipped: BOXLITE_NETPROBE is not set (`cargo xtask test` sets it)");
+        return;
+    };
+    let Some(fx) = Fixture::new() else { return };
+    let tree = fx.dir.path().join("probe-tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::copy(&netprobe, tree.join("netprobe")).unwrap();
+    let layout = fx.dir.path().join("probe-layout");
+    oci_layers::LayoutBuilder::new()
+        .layer_dir(&tree, oci_layers::Compression::Gzip)
+        .write_layout(&layout, "latest")
+        .unwrap();
+    let rt = fx.runtime();
+    rt.import_image(&layout, Some("probe")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut stream in listener.incoming().flatten() {
+            let mut buf = [0u8; 256];
+            if let Ok(n) = stream.read(&mut buf) {
+                let _ = stream.write_all(&buf[..n]);
+            }
+        }
+    });
+    let mut options = BoxOptions::new("probe");
+    options.engine = boxlite::EngineKind::Kvm;
+    options.network = boxlite::NetworkOptions::default().allow(format!("host:{port}"));
+    let bx = rt.create(options).await.unwrap();
+    bx.start().await.unwrap();
+    let probe = |args: Vec<String>| {
+        let bx = &bx;
+        async move {
+            let command = BoxCommand::new("/netprobe").args(args);
+            bx.exec(command).await.unwrap().output().await.unwrap()
+        }
+    };
+    let out = probe(vec![
+        "connect".into(),
+        "host.boxlite.internal".into(),
+        port.to_string(),
+        "--send".into(),
+        "via-kvm-net".into(),
+    ])
+    .await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("reply=via-kvm-net"), "{said}");
+    let out = probe(vec!["connect".into(), "10.0.2.2".into(), "1".into()]).await;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        said.starts_with("refused") || said.starts_with("reset"),
+        "{said}"
+    );
+    bx.stop().await.unwrap();
+}
+
 /// A box made from a registry reference pulls its image first (the default policy,
 /// `missing`), boots it, and finds it again by that reference; `never` refuses what is not here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,10 +12,13 @@
 //! | `boxlite.datafstype`   | `ext4`       | its filesystem type (the host formats it when the box is created; the agent never formats) |
 //! | `boxlite.hostname`     | `boxlite`    | the hostname, also written to the box's `/etc/hosts`           |
 //! | `boxlite.dns`          | (none)       | comma-separated nameserver addresses for the box's `/etc/resolv.conf` (at most 3); without it the image's file is kept |
+//! | `boxlite.net`          | (none)       | `ADDR/PREFIX,GATEWAY,MTU` (IPv4, e.g. `10.0.2.15/24,10.0.2.2,1500`): the network card's address, the default route and the link MTU; without it the card (if any) stays down |
+//! | `boxlite.hostaddr`     | (none)       | an IPv4 address the box's `/etc/hosts` maps `host.boxlite.internal` to |
 //! | `boxlite.port`         | `/dev/hvc0`  | what carries the protocol: a device path, or the name of a virtio-serial port (e.g. `agent`, found through `/sys/class/virtio-ports/*/name`) |
 //!
 //! Example: `console=ttyS0 reboot=t boxlite.root=/dev/vda boxlite.data=/dev/vdb
-//! boxlite.hostname=web-1 boxlite.dns=10.0.2.3`.
+//! boxlite.hostname=web-1 boxlite.net=10.0.2.15/24,10.0.2.2,1500 boxlite.dns=10.0.2.3
+//! boxlite.hostaddr=10.0.2.2`.
 //!
 //! Under QEMU prefer a named virtio-serial port (`-device virtserialport,name=agent` with
 //! `boxlite.port=agent`) over a `virtconsole` (`/dev/hvc0`): QEMU silently drops console output
@@ -28,7 +31,7 @@
 //! an older agent boots with a newer host; a malformed value is an error, because it means a
 //! host bug that would otherwise surface later as a confusing failure.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -69,6 +72,37 @@ pub enum Port {
 /// The longest virtio-serial port name accepted (real names are a word or two).
 pub const MAX_PORT_NAME_LEN: usize = 64;
 
+/// The smallest MTU IPv4 allows (RFC 791: every host must take 68-byte datagrams).
+pub const MIN_MTU: u16 = 68;
+
+/// The network card's settings (`boxlite.net`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The card's address.
+    pub address: Ipv4Addr,
+    /// The subnet's prefix length (1 to 31: the gateway must be on the subnet).
+    pub prefix: u8,
+    /// The default route's next hop, on the subnet.
+    pub gateway: Ipv4Addr,
+    /// The link MTU.
+    pub mtu: u16,
+}
+
+impl NetConfig {
+    /// The subnet mask of [`NetConfig::prefix`], e.g. 255.255.255.0 for 24.
+    pub fn netmask(&self) -> Ipv4Addr {
+        mask(self.prefix)
+    }
+}
+
+fn mask(prefix: u8) -> Ipv4Addr {
+    Ipv4Addr::from(
+        u32::MAX
+            .checked_shl(32 - u32::from(prefix.min(32)))
+            .unwrap_or(0),
+    )
+}
+
 /// The agent's settings for one boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootConfig {
@@ -84,6 +118,10 @@ pub struct BootConfig {
     pub dns: Vec<IpAddr>,
     /// What carries the protocol.
     pub port: Port,
+    /// The network card's settings; `None` leaves it down (only loopback works).
+    pub net: Option<NetConfig>,
+    /// The address `host.boxlite.internal` names in the box's `/etc/hosts`.
+    pub host_addr: Option<Ipv4Addr>,
 }
 
 impl Default for BootConfig {
@@ -98,6 +136,8 @@ impl Default for BootConfig {
             hostname: "boxlite".into(),
             dns: Vec::new(),
             port: Port::Device(PathBuf::from("/dev/hvc0")),
+            net: None,
+            host_addr: None,
         }
     }
 }
@@ -131,6 +171,8 @@ pub fn parse(cmdline: &str) -> Result<(BootConfig, Vec<String>)> {
             "dns" => config.dns = nameservers(value)?,
             "port" if value.starts_with('/') => config.port = Port::Device(device(key, value)?),
             "port" => config.port = Port::Named(port_name(value)?),
+            "net" => config.net = Some(net(value)?),
+            "hostaddr" => config.host_addr = Some(ipv4(key, value)?),
             _ => warnings.push(format!("boxlite.{key}: unknown key, ignored")),
         }
     }
@@ -239,6 +281,54 @@ fn hostname(value: &str) -> Result<String> {
     Ok(value.to_owned())
 }
 
+fn ipv4(key: &str, value: &str) -> Result<Ipv4Addr> {
+    value.parse().map_err(|_| {
+        invalid(format!(
+            "boxlite.{key}={value:?}: expected an IPv4 address, like 10.0.2.2"
+        ))
+    })
+}
+
+/// Parses `ADDR/PREFIX,GATEWAY,MTU`; the gateway must be another address on the subnet, or
+/// the default route through it could not be added.
+fn net(value: &str) -> Result<NetConfig> {
+    let bad = |why: &str| {
+        invalid(format!(
+            "boxlite.net={value:?}: {why} (expected ADDR/PREFIX,GATEWAY,MTU, like \
+             10.0.2.15/24,10.0.2.2,1500)"
+        ))
+    };
+    let mut fields = value.split(',');
+    let (Some(cidr), Some(gateway), Some(mtu), None) =
+        (fields.next(), fields.next(), fields.next(), fields.next())
+    else {
+        return Err(bad("not three comma-separated fields"));
+    };
+    let (address, prefix) = cidr.split_once('/').ok_or_else(|| bad("no /PREFIX"))?;
+    let address: Ipv4Addr = address.parse().map_err(|_| bad("bad address"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| (1..=31).contains(p))
+        .ok_or_else(|| bad("the prefix must be 1 to 31"))?;
+    let gateway: Ipv4Addr = gateway.parse().map_err(|_| bad("bad gateway"))?;
+    let m = u32::from(mask(prefix));
+    if gateway == address || u32::from(gateway) & m != u32::from(address) & m {
+        return Err(bad("the gateway must be another address on the subnet"));
+    }
+    let mtu: u16 = mtu
+        .parse()
+        .ok()
+        .filter(|&m| m >= MIN_MTU)
+        .ok_or_else(|| bad("the MTU must be 68 to 65535"))?;
+    Ok(NetConfig {
+        address,
+        prefix,
+        gateway,
+        mtu,
+    })
+}
+
 fn nameservers(value: &str) -> Result<Vec<IpAddr>> {
     let list = value
         .split(',')
@@ -289,9 +379,37 @@ mod tests {
                 hostname: "web-1.local".into(),
                 dns: vec!["10.0.2.3".parse().unwrap(), "2001:db8::1".parse().unwrap()],
                 port: Port::Device("/dev/hvc1".into()),
+                net: None,
+                host_addr: None,
             }
         );
         assert!(warnings.is_empty());
+    }
+
+    #[test]
+    fn network_keys() {
+        let line = "boxlite.net=10.0.2.15/24,10.0.2.2,1500 boxlite.hostaddr=10.0.2.2";
+        let (config, warnings) = parse(line).unwrap();
+        let net = config.net.unwrap();
+        assert_eq!(
+            net,
+            NetConfig {
+                address: Ipv4Addr::new(10, 0, 2, 15),
+                prefix: 24,
+                gateway: Ipv4Addr::new(10, 0, 2, 2),
+                mtu: 1500,
+            }
+        );
+        assert_eq!(net.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert_eq!(config.host_addr, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert!(warnings.is_empty());
+        let (config, _) = parse("boxlite.net=192.168.1.9/31,192.168.1.8,68").unwrap();
+        assert_eq!(
+            config.net.unwrap().netmask(),
+            "255.255.255.254".parse::<Ipv4Addr>().unwrap()
+        );
+        assert_eq!(mask(1), Ipv4Addr::new(128, 0, 0, 0));
+        assert_eq!(mask(32), Ipv4Addr::BROADCAST);
     }
 
     #[test]
@@ -345,6 +463,18 @@ mod tests {
             ("boxlite.port=a/b", "boxlite.port"),
             ("boxlite.port=/etc/../dev/x", "boxlite.port"),
             ("boxlite.dns=1.1.1.1,1.0.0.1,8.8.8.8,8.8.4.4", "boxlite.dns"),
+            ("boxlite.hostaddr=::1", "boxlite.hostaddr"),
+            ("boxlite.hostaddr=", "boxlite.hostaddr"),
+            ("boxlite.net=10.0.2.15/24,10.0.2.2", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/24,10.0.2.2,1500,9", "boxlite.net"),
+            ("boxlite.net=10.0.2.15,10.0.2.2,1500", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/0,10.0.2.2,1500", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/32,10.0.2.2,1500", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/24,10.0.3.2,1500", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/24,10.0.2.15,1500", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/24,10.0.2.2,67", "boxlite.net"),
+            ("boxlite.net=10.0.2.15/24,10.0.2.2,65536", "boxlite.net"),
+            ("boxlite.net=fd00::2/64,fd00::1,1500", "boxlite.net"),
         ] {
             let err = parse(line).unwrap_err().to_string();
             assert!(err.contains(key), "{line}: {err}");

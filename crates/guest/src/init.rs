@@ -4,7 +4,8 @@
 //! kernel command line ([`crate::cmdline`]); the box's root ([`build_root`]): the image disk
 //! read-only at [`IMAGE_DIR`], the writable disk at [`DATA_DIR`], and an overlay of the two at
 //! [`ROOT_DIR`] with `/proc`, `/sys`, `/dev` and a fresh `/tmp` inside, the hostname set and
-//! `/etc/hosts` (and `/etc/resolv.conf` when the host gave nameservers) written. The agent
+//! `/etc/hosts` and `/etc/hostname` (and `/etc/resolv.conf` when the host gave nameservers)
+//! written; then the network ([`crate::network`]). The agent
 //! itself stays in the initramfs: commands are chrooted into the root, so nothing in the image
 //! can replace the agent or see its files.
 //!
@@ -16,6 +17,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -148,7 +150,7 @@ pub fn read_cmdline() -> Result<String> {
 }
 
 /// Mounts the disks, builds the overlay root with its API filesystems, sets the hostname and
-/// writes the box's `/etc/hosts` and `/etc/resolv.conf`.
+/// writes the box's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`.
 pub fn build_root(config: &BootConfig) -> Result<BoxRoot> {
     make_dir(Path::new(IMAGE_DIR))?;
     make_dir(Path::new(DATA_DIR))?;
@@ -316,11 +318,24 @@ fn inner_target(root: &BoxRoot, name: &str) -> Result<OwnedFd> {
         .map_err(|e| Error::io("opening", in_box(), e.into()))
 }
 
-/// The box's `/etc/hosts`, naming the box after its hostname.
-pub fn hosts_file(hostname: &str) -> String {
-    format!(
+/// The name the box reaches its host by, mapped in `/etc/hosts` when the host gave an address.
+pub const HOST_ALIAS: &str = "host.boxlite.internal";
+
+/// The box's `/etc/hosts`, naming the box after its hostname and, with `host_addr`, the host
+/// [`HOST_ALIAS`].
+pub fn hosts_file(hostname: &str, host_addr: Option<Ipv4Addr>) -> String {
+    let mut text = format!(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
-    )
+    );
+    if let Some(ip) = host_addr {
+        text.push_str(&format!("{ip}\t{HOST_ALIAS}\n"));
+    }
+    text
+}
+
+/// The box's `/etc/hostname`.
+pub fn hostname_file(hostname: &str) -> String {
+    format!("{hostname}\n")
 }
 
 /// The box's `/etc/resolv.conf` for the host's nameservers.
@@ -350,7 +365,12 @@ fn write_etc(root: &BoxRoot, config: &BootConfig) -> Result<()> {
         other => other,
     }
     .map_err(|e| Error::io("opening", "/etc in the box", e.into()))?;
-    write_file(&etc, "hosts", &hosts_file(&config.hostname))?;
+    write_file(
+        &etc,
+        "hosts",
+        &hosts_file(&config.hostname, config.host_addr),
+    )?;
+    write_file(&etc, "hostname", &hostname_file(&config.hostname))?;
     if !config.dns.is_empty() {
         write_file(&etc, "resolv.conf", &resolv_conf(config))?;
     }
@@ -507,7 +527,13 @@ mod tests {
             resolv_conf(&config),
             "nameserver 10.0.2.3\nnameserver ::1\n"
         );
-        assert!(hosts_file("web").ends_with("127.0.1.1\tweb\n"));
+        assert!(hosts_file("web", None).ends_with("127.0.1.1\tweb\n"));
+        let hosts = hosts_file("web", Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert!(
+            hosts.ends_with("127.0.1.1\tweb\n10.0.2.2\thost.boxlite.internal\n"),
+            "{hosts}"
+        );
+        assert_eq!(hostname_file("web"), "web\n");
     }
 
     #[test]

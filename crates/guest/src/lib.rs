@@ -4,7 +4,8 @@
 //!
 //! - **PID 1 of the VM** (when its pid is 1, or with `--pid1`): [`init`] mounts the agent's
 //!   API filesystems, reads its settings from the kernel command line ([`cmdline`]), mounts
-//!   the image and data disks, builds the overlay root every command sees, and then serves
+//!   the image and data disks, builds the overlay root every command sees, configures the
+//!   network ([`network`]: loopback, and the card when the host gave one), and then serves
 //!   the protocol on the virtio console or serial port, reaping every orphan ([`reaper`]).
 //!   `shutdown` stops every process, syncs, unmounts and restarts the machine, which ends the
 //!   VM (`reboot=t`, `-no-reboot`); a fatal error is printed to the console and ends it too.
@@ -23,6 +24,7 @@ pub mod cmdline;
 pub mod error;
 pub mod fdio;
 pub mod init;
+pub mod network;
 pub mod pack;
 pub mod process;
 pub mod reaper;

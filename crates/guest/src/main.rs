@@ -9,7 +9,7 @@ use std::time::Duration;
 use guest::agent::{Agent, Ending};
 use guest::fdio::FdStream;
 use guest::root::BoxRoot;
-use guest::{cmdline, init};
+use guest::{cmdline, init, network};
 use rustix::fs::{Mode, OFlags};
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
@@ -104,6 +104,11 @@ fn run_init(args: &Args) -> ! {
         eprintln!("boxlite-guest: error: {message}");
         message
     });
+    // After the root (a failed one does not stop it) and before any command can run. A
+    // failure is reported like a failed root: the box still boots, without a network.
+    if let Err(e) = network::configure(config.net.as_ref()) {
+        eprintln!("boxlite-guest: error: the network could not be configured: {e}");
+    }
     let agent = Agent::new(root).unwrap_or_else(|e| init::fatal(&format!("starting: {e}")));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

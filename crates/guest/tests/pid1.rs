@@ -119,7 +119,16 @@ impl Init {
             socket.display()
         );
         let child = Command::new("unshare")
-            .args(["--mount", "--pid", "--uts", "--fork", "--kill-child"])
+            // `--net`: PID 1 configures the network (loopback at least), which must be a
+            // fresh namespace's, not this machine's.
+            .args([
+                "--mount",
+                "--pid",
+                "--uts",
+                "--net",
+                "--fork",
+                "--kill-child",
+            ])
             .args(["--propagation", "private", "--"])
             .arg(support::AGENT)
             .args(["--pid1", "--cmdline", cmdline, "--listen"])
@@ -192,7 +201,7 @@ async fn boots_serves_reaps_and_shuts_down_cleanly() {
     let disks = Disks::new(true);
     let mut init = Init::boot(&format!(
         "console=ttyS0 reboot=t boxlite.root={} boxlite.data={} boxlite.hostname=pid-test \
-         boxlite.dns=10.0.2.3,1.1.1.1 boxlite.future=1",
+         boxlite.dns=10.0.2.3,1.1.1.1 boxlite.hostaddr=10.0.2.2 boxlite.future=1",
         disks.image, disks.data
     ));
     let (client, hello) = init.connect().await;
@@ -205,7 +214,10 @@ async fn boots_serves_reaps_and_shuts_down_cleanly() {
         &client,
         sh(
             "cat /proc/sys/kernel/hostname; cat /etc/hosts; cat /etc/resolv.conf; \
-            test -L /etc/resolv.conf || echo regular-file; echo $$; cat /proc/1/cmdline; echo",
+            test -L /etc/resolv.conf || echo regular-file; echo $$; cat /proc/1/cmdline; echo; \
+            echo hostname=$(cat /etc/hostname); \
+            while read l; do case $l in *127.0.0.1*) echo lo-up; break;; esac; done \
+            < /proc/net/fib_trie",
         ),
     )
     .await
@@ -219,6 +231,11 @@ async fn boots_serves_reaps_and_shuts_down_cleanly() {
     );
     assert!(text.contains("regular-file"), "{text}");
     assert!(text.contains("--pid1"), "PID 1 is the agent: {text}");
+    assert!(text.contains("10.0.2.2\thost.boxlite.internal\n"), "{text}");
+    assert!(text.contains("hostname=pid-test\n"), "{text}");
+    // Loopback is up in the agent's fresh network namespace: its address is in the
+    // local routing table (which is empty while lo is down).
+    assert!(text.ends_with("lo-up\n"), "lo is down: {text}");
 
     // The root is the overlay: the image's files, writable, with fresh /tmp, /proc and /dev.
     let out = run(

@@ -324,6 +324,7 @@ impl RawVm {
                     fd: console_vm.as_raw_fd(),
                 },
             ],
+            net: None,
         };
         internals::create_box_disk(&box_disk, DEFAULT_DISK_SIZE_MIB)?;
         let vm_log = std::fs::File::create(&spec.vm_log)?;

@@ -94,6 +94,11 @@ impl Engine for Kvm {
                 Device::Agent { fd } => {
                     command.args(["--console-fd", &fd.to_string()]);
                 }
+                Device::Net { fd, mac } => {
+                    command
+                        .args(["--net-fd", &fd.to_string()])
+                        .args(["--net-mac", &Device::mac_string(mac)]);
+                }
             }
         }
         // `k`: boxlite-vmm ends the VM cleanly on the keyboard controller's reset.
@@ -131,6 +136,11 @@ mod tests {
         );
         assert!(args.contains("--console-fd 3"), "{args}");
         assert!(args.contains("--serial-fd 4"), "{args}");
+        assert!(
+            args.contains("--net-fd 5 --net-mac 52:54:00:12:34:56"),
+            "{args}"
+        );
+        assert!(args.contains("boxlite.hostaddr=10.0.2.2"), "{args}");
         assert!(args.contains("--cpus 2 --memory 256"), "{args}");
         assert!(args.contains("reboot=k"), "{args}");
         assert!(args.contains("boxlite.port=/dev/hvc0"), "{args}");

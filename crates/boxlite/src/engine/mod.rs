@@ -21,7 +21,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 
 pub use qemu::SANDBOX as QEMU_SANDBOX;
-pub use spec::{Device, VmSpec};
+pub use spec::{Device, GuestNet, VmSpec};
 
 use crate::error::{Error, Result};
 use crate::host::KvmSupport;

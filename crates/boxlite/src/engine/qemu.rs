@@ -136,6 +136,20 @@ impl Engine for Qemu {
                         .arg("-device")
                         .arg(format!("virtserialport,chardev=agent,name={AGENT_PORT}"));
                 }
+                Device::Net { fd, mac } => {
+                    // `server=off`: the socket is connected already; QEMU frames each packet
+                    // behind its length as 4 big-endian bytes, the stream the stack reads.
+                    command
+                        .arg("-netdev")
+                        .arg(format!(
+                            "stream,id=net0,server=off,addr.type=fd,addr.str={fd}"
+                        ))
+                        .arg("-device")
+                        .arg(format!(
+                            "virtio-net-device,netdev=net0,mac={}",
+                            Device::mac_string(mac)
+                        ));
+                }
             }
         }
         command.args(["-sandbox", SANDBOX]);
@@ -189,6 +203,17 @@ mod tests {
         assert!(args.contains("socket,id=agent,fd=3"), "{args}");
         assert!(
             args.contains("socket,id=console,fd=4 -serial chardev:console"),
+            "{args}"
+        );
+        assert!(
+            args.contains(
+                "-netdev stream,id=net0,server=off,addr.type=fd,addr.str=5 \
+                 -device virtio-net-device,netdev=net0,mac=52:54:00:12:34:56"
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("boxlite.net=10.0.2.15/24,10.0.2.2,1500"),
             "{args}"
         );
         assert!(args.ends_with(&format!("-sandbox {SANDBOX}")), "{args}");

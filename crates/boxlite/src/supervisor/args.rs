@@ -36,6 +36,9 @@ pub struct SupervisorArgs {
     /// Whether the VM process runs jailed.
     #[serde(default = "jailed")]
     pub jail: bool,
+    /// The DNS servers the box's stack forwards allowed queries to.
+    #[serde(default)]
+    pub dns_upstream: Vec<std::net::SocketAddr>,
     /// Test hook: the step at which the supervisor kills itself (see `failpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_at: Option<String>,
@@ -98,6 +101,7 @@ mod tests {
             boot_timeout: Duration::from_millis(1500),
             console_log_limit: 1 << 20,
             jail: true,
+            dns_upstream: vec!["127.0.0.1:5353".parse().unwrap()],
             abort_at: Some("start.vm".into()),
         };
         let bytes = args.to_bytes().unwrap();

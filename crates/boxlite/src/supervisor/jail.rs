@@ -134,7 +134,7 @@ pub fn for_box(
                 *path = pass(&mut jail, path, access)?;
             }
             // Connected sockets, not paths: nothing to open or allow.
-            Device::Console { .. } | Device::Agent { .. } => {}
+            Device::Console { .. } | Device::Agent { .. } | Device::Net { .. } => {}
         }
     }
     for channel in channels {
@@ -327,7 +327,9 @@ mod tests {
         for device in &jailed.devices {
             match device {
                 Device::Disk { path, .. } => assert!(fd(path), "{path:?}"),
-                Device::Console { fd } | Device::Agent { fd } => assert!(*fd > 2),
+                Device::Console { fd } | Device::Agent { fd } | Device::Net { fd, .. } => {
+                    assert!(*fd > 2)
+                }
             }
         }
         assert!(

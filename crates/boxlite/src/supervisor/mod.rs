@@ -13,6 +13,7 @@ mod boot;
 pub(crate) mod console;
 pub(crate) mod jail;
 pub(crate) mod launch;
+mod network;
 mod relay;
 
 pub use args::SupervisorArgs;
@@ -55,6 +56,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn main() -> ExitCode {
     // Everything the supervisor and its VM create (logs, sockets) is for this user alone.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    raise_descriptor_limit();
     let mut ready = Ready::take_stdout();
     let args = match SupervisorArgs::read(std::io::stdin().lock()) {
         Ok(args) => args,
@@ -131,7 +133,24 @@ impl Supervisor {
             .map_err(|e| Error::io("creating", "the agent channel", e))?;
         let (console_ours, console_theirs) = std::os::unix::net::UnixStream::pair()
             .map_err(|e| Error::io("creating", "the console channel", e))?;
-        let spec = self.spec(theirs.as_raw_fd(), console_theirs.as_raw_fd())?;
+        let started_network = network::BoxNetwork::start(
+            &self.record.options.network,
+            &self.args.dns_upstream,
+            self.paths.dir(),
+        );
+        let (mut network, net_vm) = match started_network {
+            Ok(Some((network, vm_side))) => (Some(network), Some(vm_side)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                self.finish(&Ending::Crashed(first_line(&e)))?;
+                return Err(e);
+            }
+        };
+        let spec = self.spec(
+            theirs.as_raw_fd(),
+            console_theirs.as_raw_fd(),
+            net_vm.as_ref(),
+        )?;
         let id = &self.record.id;
         self.db
             .mark_starting(id, std::process::id(), &self.args.engine.describe())?;
@@ -147,7 +166,8 @@ impl Supervisor {
         let started = Instant::now();
         jail::forget(self.paths.dir());
         // The channels go to the VM process through the jail, at the numbers the spec names.
-        let channels: Vec<OwnedFd> = vec![theirs.into(), console_theirs.into()];
+        let mut channels: Vec<OwnedFd> = vec![theirs.into(), console_theirs.into()];
+        channels.extend(net_vm.map(|vm_side| OwnedFd::from(vm_side.stream)));
         let confined = if self.args.jail {
             jail::for_box(&spec, &self.args.engine, id, channels)
         } else {
@@ -166,6 +186,7 @@ impl Supervisor {
         let (mut vm, mut jailed) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
+                stop_network(network);
                 self.finish(&Ending::Crashed(e.to_string()))?;
                 return Err(e);
             }
@@ -196,6 +217,7 @@ impl Supervisor {
             Err(e) => {
                 kill(&mut vm, program.as_ref()).await;
                 let _ = jailed.finish();
+                stop_network(network);
                 self.finish(&Ending::Crashed(first_line(&e)))?;
                 return Err(e);
             }
@@ -214,23 +236,32 @@ impl Supervisor {
         ready.succeed();
         let ending = self
             .serve(
-                &mut vm,
-                program.as_ref(),
+                RunningVm {
+                    child: &mut vm,
+                    program: program.as_ref(),
+                },
                 Arc::new(guest),
                 hello,
                 listener,
                 log,
+                &mut network,
             )
             .await;
         let _ = std::fs::remove_file(&socket);
+        stop_network(network);
         // The VM has been reaped: its cgroup is empty.
         let _ = jailed.finish();
         self.finish(&ending)
     }
 
     /// The VM the box runs in: the image's base disk (`/dev/vda`, read-only), the box's own
-    /// disk (`/dev/vdb`), the console log and the agent channel.
-    fn spec(&self, agent_fd: RawFd, console_fd: RawFd) -> Result<VmSpec> {
+    /// disk (`/dev/vdb`), the console log, the agent channel and the network card.
+    fn spec(
+        &self,
+        agent_fd: RawFd,
+        console_fd: RawFd,
+        net: Option<&network::VmSide>,
+    ) -> Result<VmSpec> {
         let base = self
             .db
             .base_disk(&self.record.image_digest)?
@@ -239,6 +270,24 @@ impl Supervisor {
                 state: self.record.state,
                 needs: Needs::BaseDisk,
             })?;
+        let mut devices = vec![
+            Device::Disk {
+                path: base.path,
+                read_only: true,
+            },
+            Device::Disk {
+                path: self.paths.disk(),
+                read_only: false,
+            },
+            Device::Agent { fd: agent_fd },
+            Device::Console { fd: console_fd },
+        ];
+        if let Some(net) = net {
+            devices.push(Device::Net {
+                fd: net.stream.as_raw_fd(),
+                mac: netstack::addr::GUEST_MAC,
+            });
+        }
         Ok(VmSpec {
             kernel: self.args.kernel.clone(),
             initramfs: self.args.initramfs.clone(),
@@ -246,31 +295,22 @@ impl Supervisor {
             memory_mib: self.record.options.memory_mib,
             hostname: self.record.name.clone(),
             vm_log: self.paths.vm_log(),
-            devices: vec![
-                Device::Disk {
-                    path: base.path,
-                    read_only: true,
-                },
-                Device::Disk {
-                    path: self.paths.disk(),
-                    read_only: false,
-                },
-                Device::Agent { fd: agent_fd },
-                Device::Console { fd: console_fd },
-            ],
+            devices,
+            net: net.map(|net| net.guest.clone()),
         })
     }
 
     /// Serves the box until its VM ends; how it ended.
     async fn serve(
         &self,
-        vm: &mut Child,
-        program: Option<&OwnedFd>,
+        vm: RunningVm<'_>,
         guest: Arc<Client>,
         hello: Hello,
         listener: UnixListener,
         log: ConsoleLog,
+        network: &mut Option<network::BoxNetwork>,
     ) -> Ending {
+        let RunningVm { child: vm, program } = vm;
         let stats = Arc::new(RelayStats::default());
         let (control_tx, mut control_rx) = mpsc::channel::<Control>(4);
         let (main_tx, mut main_rx) = mpsc::channel::<Option<i32>>(1);
@@ -317,6 +357,9 @@ impl Supervisor {
                 () = recv_signal(&mut terminate) => break Ending::Killed,
                 _ = tick.tick() => {
                     self.flush_stats(&stats, &mut flushed);
+                    if let Some(network) = network.as_mut() {
+                        network.report();
+                    }
                     if let Some(ending) = agent_gone(&guest) {
                         break ending;
                     }
@@ -384,6 +427,13 @@ impl Supervisor {
     }
 }
 
+/// The VM process a supervisor serves: the child it spawned and, when a process stands
+/// between (a PID namespace), the engine's own process.
+struct RunningVm<'a> {
+    child: &'a mut Child,
+    program: Option<&'a OwnedFd>,
+}
+
 /// How the box ends when its agent's connection broke while the VM still runs (a guest that
 /// closed or garbled its channel): recorded crashed with the reason, not left `running` and
 /// unusable.
@@ -429,6 +479,31 @@ async fn kill(vm: &mut Child, program: Option<&OwnedFd>) {
 /// How long the process between a VM's PID namespace and the supervisor gets to end once
 /// the engine was killed.
 const BETWEEN_PATIENCE: Duration = Duration::from_secs(2);
+
+/// The descriptors a supervisor wants: the network stack's host sockets (its flow caps,
+/// about 900 at most) plus the relay's connections and the VM's channels; the usual soft
+/// limit of 1024 is too close.
+const NOFILE_WANTED: u64 = 4096;
+
+/// Raises the soft descriptor limit towards [`NOFILE_WANTED`], within the hard limit.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let wanted = limit
+        .maximum
+        .map_or(NOFILE_WANTED, |max| max.min(NOFILE_WANTED));
+    if limit.current.is_some_and(|current| current < wanted) {
+        limit.current = Some(wanted);
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// Stops the box's network, if it has one.
+fn stop_network(network: Option<network::BoxNetwork>) {
+    if let Some(network) = network {
+        network.stop();
+    }
+}
 
 async fn recv_signal(signal: &mut Option<tokio::signal::unix::Signal>) {
     match signal {

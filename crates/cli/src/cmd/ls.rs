@@ -48,7 +48,7 @@ pub async fn ls(global: &Global, args: LsArgs) -> Result<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let rows: Vec<[String; 6]> = boxes
+    let rows: Vec<[String; 7]> = boxes
         .iter()
         .map(|b| {
             [
@@ -60,12 +60,34 @@ pub async fn ls(global: &Global, args: LsArgs) -> Result<u8> {
                 b.engine
                     .clone()
                     .unwrap_or_else(|| b.options.engine.to_string()),
+                ports_column(b),
             ]
         })
         .collect();
-    let header = ["ID", "NAME", "IMAGE", "STATE", "CREATED", "ENGINE"].map(String::from);
+    let header = ["ID", "NAME", "IMAGE", "STATE", "CREATED", "ENGINE", "PORTS"].map(String::from);
     print_table(&header, &rows);
     Ok(0)
+}
+
+/// The published ports, as docker shows them (`127.0.0.1:8080->80/tcp`): the bound ones
+/// while the box runs, else what it asks for.
+fn ports_column(b: &BoxInfo) -> String {
+    match &b.network {
+        Some(network) => network
+            .ports
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => b
+            .options
+            .network
+            .publish
+            .iter()
+            .map(|p| format!("{}->{}/{}", p.host(), p.guest_port, p.protocol))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 /// Prints the box's record with its metrics, as JSON.
@@ -148,14 +170,14 @@ fn ago(ms: u64) -> String {
 }
 
 /// Prints `rows` under `header` in left-aligned columns two spaces apart.
-fn print_table(header: &[String; 6], rows: &[[String; 6]]) {
+fn print_table<const N: usize>(header: &[String; N], rows: &[[String; N]]) {
     let mut widths = header.each_ref().map(|h| h.chars().count());
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
     }
-    let line = |cells: &[String; 6]| {
+    let line = |cells: &[String; N]| {
         let mut text = String::new();
         for (i, (cell, width)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {

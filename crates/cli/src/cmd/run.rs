@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use boxlite::{
-    BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, PullPolicy,
-    RemoveMode, Runtime,
+    BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, NetworkMode,
+    PortMapping, PullPolicy, RemoveMode, Runtime,
 };
 use tokio::sync::mpsc;
 
@@ -44,6 +44,23 @@ pub struct BoxFlags {
     /// The platform to pull from a multi-platform image (default: this host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<String>,
+    /// The box's network: on (public internet only, unless --allow-net says otherwise) or
+    /// off (no network device).
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    network: String,
+    /// Reach only what a rule allows (repeatable): an IP, a CIDR, a domain or *.domain,
+    /// optionally :PORT or :LOW-HIGH; `host[:PORT]` is this host's loopback, which the box
+    /// reaches as host.boxlite.internal.
+    #[arg(long = "allow-net", value_name = "RULE")]
+    allow_net: Vec<String>,
+    /// Never reach what a rule matches (repeatable; same syntax as --allow-net).
+    #[arg(long = "deny-net", value_name = "RULE")]
+    deny_net: Vec<String>,
+    /// Publish a box port on the host (repeatable): [HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp].
+    /// HOSTIP defaults to 127.0.0.1 (not every interface, as docker does); HOSTPORT 0 picks
+    /// a free port (see `boxlite ls`).
+    #[arg(short = 'p', long = "publish", value_name = "PORTS")]
+    publish: Vec<String>,
 }
 
 impl BoxFlags {
@@ -63,6 +80,12 @@ impl BoxFlags {
                 .with_context(|| format!("--disk-size {gib} GiB is too large"))?;
         }
         options.engine = self.engine.parse::<EngineKind>()?;
+        options.network.mode = self.network.parse::<NetworkMode>()?;
+        options.network.allow = self.allow_net.clone();
+        options.network.deny = self.deny_net.clone();
+        for port in &self.publish {
+            options.network.publish.push(port.parse::<PortMapping>()?);
+        }
         options.validate()?;
         Ok(options)
     }
@@ -86,8 +109,9 @@ pub struct RunArgs {
     /// Remove the box when it stops.
     #[arg(long)]
     rm: bool,
-    /// Start the box with CMD as its main command and print its id; the box stops when the
-    /// command ends (without CMD, it idles, serving `exec`).
+    /// Start the box with its main command (CMD, else the image's entrypoint and cmd, as
+    /// docker runs them) and print its id; the box stops when the command ends. An idle box
+    /// to `exec` in is `create` then `start`.
     #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
     detach: bool,
     /// Pass this terminal's stdin to the command (otherwise its stdin is closed).
@@ -151,12 +175,17 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
     args.flags.ensure_image(&runtime, &mut options).await?;
     let argv = run_argv(&runtime, &args.image, &args.command)?;
     options.auto_remove = args.rm;
+    if argv.is_empty() {
+        bail!(
+            "no command given, and image {} has no default command (an idle box to exec in \
+             is `boxlite create IMAGE` then `boxlite start`)",
+            args.image
+        );
+    }
     if args.detach {
-        // Without arguments a detached box idles, serving `exec` (a sandbox to work in),
-        // rather than running an image default such as `bash` that ends at once.
-        if !args.command.is_empty() {
-            options.command = argv;
-        }
+        // As docker: the image's entrypoint and cmd (a server image's server) run as the
+        // box's main command.
+        options.command = argv;
         let litebox = runtime.create(options).await?;
         if let Err(e) = litebox.start().await {
             if args.rm {
@@ -166,12 +195,6 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
         }
         println!("{}", litebox.id());
         return Ok(0);
-    }
-    if argv.is_empty() {
-        bail!(
-            "no command given, and image {} has no default command",
-            args.image
-        );
     }
     let litebox = runtime.create(options).await?;
     let result = run_in(&litebox, argv, how).await;

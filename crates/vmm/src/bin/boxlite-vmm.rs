@@ -55,8 +55,12 @@ struct Args {
     #[arg(long, value_name = "N")]
     console_fd: Option<i32>,
     /// Connect the network card to the Unix stream socket at PATH (passt / QEMU stream framing).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", conflicts_with = "net_fd")]
     net_socket: Option<PathBuf>,
+    /// Connect the network card to the connected Unix stream socket inherited as descriptor
+    /// N (same framing; the other end is the host's network stack, with no path to race for).
+    #[arg(long, value_name = "N")]
+    net_fd: Option<i32>,
     /// The network card's MAC address.
     #[arg(long, default_value = DEFAULT_MAC)]
     net_mac: String,
@@ -215,6 +219,12 @@ fn main() -> ExitCode {
             Err(e) => return fail(2, format!("--net-socket {}: {e}", path.display())),
         }
     }
+    if args.net_fd.is_some() {
+        match inherited(args.net_fd, "--net-fd") {
+            Ok(fd) => config.net = Some((UnixStream::from(fd), mac)),
+            Err(e) => return fail(2, e),
+        }
+    }
     let mut machine = match builder::build(config) {
         Ok(m) => m,
         Err(
@@ -322,5 +332,22 @@ mod tests {
         );
         assert_eq!(parse_mac("52:54:00:12:34"), None);
         assert_eq!(parse_mac("zz:54:00:12:34:56"), None);
+    }
+
+    #[test]
+    fn the_network_is_a_socket_path_or_an_inherited_descriptor() {
+        let args = Args::try_parse_from(["vmm", "--kernel", "k", "--net-fd", "5"]).unwrap();
+        assert_eq!(args.net_fd, Some(5));
+        let both = [
+            "vmm",
+            "--kernel",
+            "k",
+            "--net-fd",
+            "5",
+            "--net-socket",
+            "/s",
+        ];
+        assert!(Args::try_parse_from(both).is_err());
+        assert!(inherited(Some(1), "--net-fd").is_err());
     }
 }
