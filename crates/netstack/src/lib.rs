@@ -26,9 +26,9 @@ pub use gate::{Dns, Egress, Gate, Inspection, OpenGate};
 pub use policy::fuzz::{fuzz_dns, fuzz_rule, fuzz_sniff};
 pub use policy::{DenialCounter, Policy, PolicyError, PolicyOptions, Rule, RuleError};
 pub use publish::{Protocol, Publish, Published};
-pub use stack::{Config, Limits, Running, Stack};
 #[doc(hidden)]
 pub use stack::fuzz_frames;
+pub use stack::{Config, Limits, Running, Stack};
 pub use stats::Stats;
 
 /// The limits' defaults, each with why it is that number.

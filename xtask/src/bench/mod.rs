@@ -4,6 +4,7 @@ mod boot;
 mod exec;
 mod host;
 mod mount;
+mod net;
 mod pull;
 mod rootfs;
 mod stats;
@@ -36,6 +37,8 @@ enum Which {
     Vmm(vmm::Args),
     /// Image pull from a local registry: `boxlite pull` + `image unpack` vs. skopeo + umoci.
     Pull(pull::Args),
+    /// Networking: our user-mode stack vs. passt behind the same VM: throughput, connects, CPU, RSS.
+    Net(net::Args),
 }
 
 /// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
@@ -56,5 +59,6 @@ pub fn run(args: Args) -> Result<()> {
         Which::Vmm(args) => vmm::run(args),
         Which::Boot(args) => boot::run(args),
         Which::Pull(args) => pull::run(args),
+        Which::Net(args) => net::run(args),
     }
 }
