@@ -168,7 +168,7 @@ impl Engine {
                 Err(e) if e.kind() == ErrorKind::ConnectionAborted => continue,
                 Err(_) => return,
             };
-            if self.flows.len() >= self.limits.max_tcp_flows {
+            if self.tcp_held() >= self.limits.max_tcp_flows {
                 bump(&self.counters.flows_refused, 1);
                 continue;
             }

@@ -12,6 +12,7 @@ use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::IpListenEndpoint;
 
 use crate::gate::{Egress, Inspection};
+use crate::stack::CLOSING_TIMEOUT;
 use crate::stack::engine::{Engine, FLOW, token};
 use crate::stats::{Counters, bump};
 
@@ -207,7 +208,7 @@ impl Engine {
             self.ingress();
             return;
         }
-        if self.flows.len() >= self.limits.max_tcp_flows {
+        if self.tcp_held() >= self.limits.max_tcp_flows {
             bump(&self.counters.flows_refused, 1);
             self.link.feed(ip);
             self.ingress();
@@ -490,26 +491,35 @@ impl Engine {
         if let Some(handle) = flow.socket {
             let sock = self.sockets.get_mut::<tcp::Socket>(handle);
             if sock.state() == State::Closed && sock.remote_endpoint().is_some() {
-                self.closing.push(handle);
+                self.closing.push((handle, Instant::now()));
             } else {
                 self.sockets.remove(handle);
             }
         }
     }
 
-    /// Frees the sockets whose RST went out.
+    /// Frees the sockets whose RST went out, and those that waited [`CLOSING_TIMEOUT`] for
+    /// it (a guest that takes no frames must not keep their buffers forever).
     pub(crate) fn reap(&mut self) {
         let sockets = &mut self.sockets;
-        self.closing.retain(|&handle| {
+        let now = Instant::now();
+        self.closing.retain(|&(handle, since)| {
             let sent = sockets
                 .get::<tcp::Socket>(handle)
                 .remote_endpoint()
                 .is_none();
-            if sent {
+            let done = sent || now.saturating_duration_since(since) > CLOSING_TIMEOUT;
+            if done {
                 sockets.remove(handle);
             }
-            !sent
+            !done
         });
+    }
+
+    /// Flows plus sockets still waiting to send their RST: both hold buffers, so both count
+    /// against [`Limits::max_tcp_flows`](crate::Limits).
+    pub(crate) fn tcp_held(&self) -> usize {
+        self.flows.len() + self.closing.len()
     }
 
     /// Ends flows stuck connecting, inspecting or half-open past their timeouts.

@@ -77,7 +77,7 @@ pub struct Engine {
     pub(crate) flows: Slab<Flow>,
     pub(crate) flow_index: HashMap<Key, usize>,
     pub(crate) dirty: Vec<usize>,
-    pub(crate) closing: Vec<smoltcp::iface::SocketHandle>,
+    pub(crate) closing: Vec<(smoltcp::iface::SocketHandle, Instant)>,
     pub(crate) pending: usize,
     pub(crate) bindings: Slab<Binding>,
     pub(crate) binding_index: HashMap<(u16, SocketAddrV4), usize>,
@@ -207,7 +207,11 @@ impl Engine {
         if stopped {
             return Ok(Turn::Stopped);
         }
-        if self.guest_readable && self.read_guest()? == Turn::Closed {
+        // Only while the frames queued for the guest have room: each guest frame may draw a
+        // reply (a RST, an ICMP echo), and a guest that stops draining its side must stall
+        // here rather than grow the queue without end.
+        if self.guest_readable && self.link.writer.has_room() && self.read_guest()? == Turn::Closed
+        {
             return Ok(Turn::Closed);
         }
         self.pump_dirty();
@@ -223,7 +227,7 @@ impl Engine {
 
     /// How long the next poll may block.
     fn wait(&mut self) -> Option<Duration> {
-        if self.guest_readable || !self.dirty.is_empty() {
+        if (self.guest_readable && self.link.writer.has_room()) || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         let now = self.now();
@@ -263,6 +267,10 @@ impl Engine {
             // Drain what these frames brought before reading more.
             self.pump_dirty();
             self.egress()?;
+            if !self.link.writer.has_room() {
+                // The guest is not taking its frames: read on once it does.
+                break;
+            }
         }
         Ok(Turn::Continue)
     }

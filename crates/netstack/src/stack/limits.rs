@@ -19,6 +19,10 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a guest-side handshake may stay half-open: a real guest completes one in a
 /// round trip; a SYN flood's never complete and must give their slots back.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a reset socket waits for its RST to reach the guest before it is freed anyway:
+/// a guest that takes no frames would otherwise keep every aborted flow's buffers. The RST
+/// is a courtesy; the guest's next segment for that flow draws another from the interface.
+pub const CLOSING_TIMEOUT: Duration = Duration::from_secs(2);
 /// Most UDP bindings (guest port, destination) at once, each one host descriptor: a
 /// resolver or a QUIC client needs a handful; 256 bounds a port scan.
 pub const MAX_UDP_BINDINGS: usize = 256;
