@@ -81,3 +81,30 @@ impl Gate for OpenGate {
         Some(reply.to_vec())
     }
 }
+
+/// A gate that refuses every flow and drops every query: for the fuzz entry and for tests
+/// of a guest whose every frame draws a reset; it opens no host socket.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DenyGate;
+
+impl Gate for DenyGate {
+    fn connect(&mut self, _: SocketAddr) -> Egress {
+        Egress::Deny
+    }
+
+    fn inspect(&mut self, _: SocketAddr, _: &[u8]) -> Inspection {
+        Inspection::Deny
+    }
+
+    fn datagram(&mut self, _: SocketAddr) -> Egress {
+        Egress::Deny
+    }
+
+    fn dns_query(&mut self, _: &[u8]) -> Dns {
+        Dns::Drop
+    }
+
+    fn dns_reply(&mut self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+}

@@ -21,7 +21,7 @@ mod tcp;
 mod udp;
 
 pub use error::{Error, Result};
-pub use gate::{Dns, Egress, Gate, Inspection, OpenGate};
+pub use gate::{DenyGate, Dns, Egress, Gate, Inspection, OpenGate};
 #[doc(hidden)]
 pub use policy::fuzz::{fuzz_dns, fuzz_rule, fuzz_sniff};
 pub use policy::{DenialCounter, Policy, PolicyError, PolicyOptions, Rule, RuleError};

@@ -7,38 +7,17 @@
 mod common;
 
 use std::io::{ErrorKind, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use common::syn_frame;
-use netstack::{Config, Dns, Egress, Gate, Inspection, Stack};
-
-/// Denies every flow: each guest SYN draws a RST.
-struct DenyAll;
-
-impl Gate for DenyAll {
-    fn connect(&mut self, _: SocketAddr) -> Egress {
-        Egress::Deny
-    }
-    fn inspect(&mut self, _: SocketAddr, _: &[u8]) -> Inspection {
-        Inspection::Deny
-    }
-    fn datagram(&mut self, _: SocketAddr) -> Egress {
-        Egress::Deny
-    }
-    fn dns_query(&mut self, _: &[u8]) -> Dns {
-        Dns::Drop
-    }
-    fn dns_reply(&mut self, _: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-}
+use netstack::{Config, DenyGate, Stack};
 
 #[test]
 fn a_guest_that_takes_no_frames_is_stalled_not_buffered() {
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let running = Stack::start(theirs, Config::default(), Box::new(DenyAll)).unwrap();
+    let running = Stack::start(theirs, Config::default(), Box::new(DenyGate)).unwrap();
     ours.set_nonblocking(true).unwrap();
     let mut ours = ours;
     let dst = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 80);

@@ -1,7 +1,6 @@
 //! The fuzzing entry: arbitrary bytes as the guest's stream.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,29 +9,8 @@ use mio::Events;
 
 use super::Config;
 use super::engine::{Engine, Turn};
-use crate::gate::{Dns, Egress, Gate, Inspection};
+use crate::gate::DenyGate;
 use crate::stats::Counters;
-
-/// A gate that refuses everything: fuzz inputs open no host sockets.
-struct Closed;
-
-impl Gate for Closed {
-    fn connect(&mut self, _: SocketAddr) -> Egress {
-        Egress::Deny
-    }
-    fn inspect(&mut self, _: SocketAddr, _: &[u8]) -> Inspection {
-        Inspection::Deny
-    }
-    fn datagram(&mut self, _: SocketAddr) -> Egress {
-        Egress::Deny
-    }
-    fn dns_query(&mut self, _: &[u8]) -> Dns {
-        Dns::Drop
-    }
-    fn dns_reply(&mut self, _: &[u8]) -> Option<Vec<u8>> {
-        None
-    }
-}
 
 /// Most turns a fuzz input may take after its bytes are in: quiescence comes far sooner.
 const MAX_TURNS: usize = 10_000;
@@ -46,7 +24,7 @@ pub fn fuzz_frames(data: &[u8]) {
     let Ok(mut engine) = Engine::new(
         ours,
         Config::default(),
-        Box::new(Closed),
+        Box::new(DenyGate),
         Vec::new(),
         Arc::new(Counters::default()),
     ) else {
