@@ -68,6 +68,24 @@ impl fmt::Display for PortProtocol {
     }
 }
 
+impl From<PortProtocol> for netstack::Protocol {
+    fn from(protocol: PortProtocol) -> netstack::Protocol {
+        match protocol {
+            PortProtocol::Tcp => netstack::Protocol::Tcp,
+            PortProtocol::Udp => netstack::Protocol::Udp,
+        }
+    }
+}
+
+impl From<netstack::Protocol> for PortProtocol {
+    fn from(protocol: netstack::Protocol) -> PortProtocol {
+        match protocol {
+            netstack::Protocol::Tcp => PortProtocol::Tcp,
+            netstack::Protocol::Udp => PortProtocol::Udp,
+        }
+    }
+}
+
 /// A host port forwarded to a port of the box: `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
@@ -278,6 +296,17 @@ pub struct PublishedPort {
     pub guest_port: u16,
     /// TCP or UDP.
     pub protocol: PortProtocol,
+}
+
+impl From<PortMapping> for PublishedPort {
+    /// The port as asked for, before the supervisor binds it (port 0 still 0).
+    fn from(port: PortMapping) -> PublishedPort {
+        PublishedPort {
+            host: port.host(),
+            guest_port: port.guest_port,
+            protocol: port.protocol,
+        }
+    }
 }
 
 impl fmt::Display for PublishedPort {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::engine::GuestNet;
 use crate::error::{Error, Result};
 use crate::network::{
-    DENIAL_LOG, NETWORK_FILE, NetworkInfo, NetworkMode, NetworkOptions, PortProtocol, PublishedPort,
+    DENIAL_LOG, NETWORK_FILE, NetworkInfo, NetworkMode, NetworkOptions, PublishedPort,
 };
 
 /// A running box network.
@@ -53,10 +53,7 @@ impl BoxNetwork {
         };
         for port in &options.publish {
             config.publish.push(netstack::Publish {
-                protocol: match port.protocol {
-                    PortProtocol::Tcp => netstack::Protocol::Tcp,
-                    PortProtocol::Udp => netstack::Protocol::Udp,
-                },
+                protocol: port.protocol.into(),
                 host: port.host(),
                 guest_port: port.guest_port,
             });
@@ -79,10 +76,7 @@ impl BoxNetwork {
             .map(|p| PublishedPort {
                 host: p.host,
                 guest_port: p.guest_port,
-                protocol: match p.protocol {
-                    netstack::Protocol::Tcp => PortProtocol::Tcp,
-                    netstack::Protocol::Udp => PortProtocol::Udp,
-                },
+                protocol: p.protocol.into(),
             })
             .collect();
         let info = NetworkInfo {

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use anyhow::{Context, Result};
-use boxlite::BoxInfo;
+use boxlite::{BoxInfo, PublishedPort};
 
 use super::open_runtime;
 use crate::Global;
@@ -84,7 +84,7 @@ fn ports_column(b: &BoxInfo) -> String {
             .network
             .publish
             .iter()
-            .map(|p| format!("{}->{}/{}", p.host(), p.guest_port, p.protocol))
+            .map(|p| PublishedPort::from(*p).to_string())
             .collect::<Vec<_>>()
             .join(", "),
     }
