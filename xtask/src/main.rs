@@ -12,6 +12,7 @@ mod link;
 mod nested;
 mod sh;
 mod test;
+mod virtiofsd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};

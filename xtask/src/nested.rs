@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
     let kernel_dir = kernel::build(&kernel::Args::default())?;
     let agent = guest::build()?;
     let test = boot_test()?;
+    let virtiofsd = crate::virtiofsd::ensure()?;
     let work = tempfile::Builder::new().prefix("nested-kvm").tempdir()?;
     let initramfs = work.path().join("l1.cpio.gz");
     pack_l1(
@@ -79,6 +80,7 @@ pub fn run(args: Args) -> Result<()> {
         &agent.initramfs,
         &test,
         &agent.netprobe,
+        &virtiofsd,
         &initramfs,
     )?;
     for attempt in 1..=ATTEMPTS {
@@ -276,6 +278,7 @@ fn pack_l1(
     l2_initramfs: &Path,
     test: &BootTest,
     netprobe: &Path,
+    virtiofsd: &Path,
     out: &Path,
 ) -> Result<()> {
     let mut files: BTreeMap<String, (u32, Vec<u8>)> = BTreeMap::new();
@@ -331,6 +334,7 @@ fn pack_l1(
         ),
         (test.vmm.clone(), "bin/boxlite-vmm".into()),
         (netprobe.to_path_buf(), "bin/netprobe".into()),
+        (virtiofsd.to_path_buf(), "bin/virtiofsd".into()),
     ]);
     let fixed: [(&Path, String); 5] = [
         (&test.executable, "bin/boot-test".into()),
@@ -425,6 +429,10 @@ BOXLITE_VMM=/bin/boxlite-vmm /bin/runtime-test --exact the_kvm_engine_boots_a_bo
 # Its network card: boxlite-vmm's virtio-net on the supervisor's stack, to L1's loopback.
 BOXLITE_VMM=/bin/boxlite-vmm BOXLITE_NETPROBE=/bin/netprobe /bin/runtime-test --exact \
   the_kvm_engine_networks_a_box --nocapture --test-threads 1 || RESULT=fail
+# Its volumes: memfd guest memory, the vhost-user virtio-fs device driving virtiofsd, and a
+# named volume's disk.
+BOXLITE_VMM=/bin/boxlite-vmm BOXLITE_VIRTIOFSD=/bin/virtiofsd /bin/runtime-test --exact \
+  the_kvm_engine_mounts_volumes --nocapture --test-threads 1 || RESULT=fail
 echo "L1: test ended at $(cut -d' ' -f1 /proc/uptime)s"
 # A seccomp kill (boxlite-vmm's filters) names the system call here (audit type 1326).
 dmesg | grep 'type=1326' | sed 's/^/L1: seccomp: /'

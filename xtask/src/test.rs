@@ -9,7 +9,7 @@
 use anyhow::Result;
 use clap::Args as ClapArgs;
 
-use crate::{demo, deps, fuzz, guest, kernel, sh};
+use crate::{demo, deps, fuzz, guest, kernel, sh, virtiofsd};
 
 /// The host programs the tests run, as (a command, the Debian package that ships it), one
 /// line per package, each with the tests that need it; a new test's tools go here. What the
@@ -90,12 +90,15 @@ pub fn run(args: Args) -> Result<()> {
     // (run inside boxes) through these; both builds are no-ops once cached.
     let kernel_dir = kernel::build(&kernel::Args::default())?;
     let guest = guest::build()?;
+    // Bind volumes' daemon (crates/{boxlite,cli}/tests, crates/vmm's virtio-fs tests).
+    let virtiofsd = virtiofsd::ensure()?;
     sh::run(
         sh::cargo()
             .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
             .env("BOXLITE_KERNEL_DIR", &kernel_dir)
             .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
             .env("BOXLITE_NETPROBE", &guest.netprobe)
+            .env("BOXLITE_VIRTIOFSD", &virtiofsd)
             .args(&args.rest),
     )?;
     // `--all-targets` leaves doc tests out; they run here, with the same guest files and the
@@ -105,7 +108,8 @@ pub fn run(args: Args) -> Result<()> {
     doc.args(["test", "--workspace", "--doc"])
         .env("BOXLITE_KERNEL_DIR", &kernel_dir)
         .env("BOXLITE_GUEST_INITRAMFS", &guest.initramfs)
-        .env("BOXLITE_NETPROBE", &guest.netprobe);
+        .env("BOXLITE_NETPROBE", &guest.netprobe)
+        .env("BOXLITE_VIRTIOFSD", &virtiofsd);
     let supervisor = demo::target_dir().join("debug/boxlite-supervisor");
     if supervisor.is_file() {
         doc.env("BOXLITE_SUPERVISOR", supervisor);

@@ -46,7 +46,7 @@ pub(crate) fn program_path() -> Option<OsString> {
 impl RuntimeOptions {
     /// Options as the environment gives them: `BOXLITE_HOME` (else [`default_home`]),
     /// `BOXLITE_KERNEL`, `BOXLITE_INITRAMFS`, `BOXLITE_SUPERVISOR`, `BOXLITE_QEMU`,
-    /// `BOXLITE_VMM`, `BOXLITE_BOOT_TIMEOUT` (seconds), `BOXLITE_FORCE_KVM=1` and
+    /// `BOXLITE_VMM`, `BOXLITE_VIRTIOFSD`, `BOXLITE_BOOT_TIMEOUT` (seconds), `BOXLITE_FORCE_KVM=1` and
     /// `BOXLITE_JAIL=off` (measurement and debugging only); the guest
     /// files are also searched in [`user_guest_dir`].
     pub fn from_env() -> RuntimeOptions {
@@ -58,6 +58,7 @@ impl RuntimeOptions {
         options.supervisor = var_path("BOXLITE_SUPERVISOR").map(crate::SupervisorCommand::new);
         options.qemu = var_path("BOXLITE_QEMU");
         options.vmm = var_path("BOXLITE_VMM");
+        options.virtiofsd = var_path("BOXLITE_VIRTIOFSD");
         if let Some(secs) = std::env::var("BOXLITE_BOOT_TIMEOUT")
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())

@@ -56,6 +56,22 @@ pub enum Error {
     /// A box name is taken (the name, the id of the box that has it).
     #[error("the name {0:?} is already in use by box {1}; pick another or remove that box")]
     NameInUse(String, String),
+    /// No named volume has this name.
+    #[error("no such volume: {0}; create it with `volume create` first")]
+    NoSuchVolume(String),
+    /// A named volume of this name exists already.
+    #[error("a volume named {0:?} exists already; pick another name or remove it")]
+    VolumeExists(String),
+    /// A named volume is used by boxes in a way that refuses the operation.
+    #[error("volume {name} is {how} by {}", .boxes.join(", "))]
+    VolumeInUse {
+        /// The volume.
+        name: String,
+        /// How the boxes use it ("attached read-write", "used").
+        how: String,
+        /// The boxes (names), and what to do about them.
+        boxes: Vec<String>,
+    },
     /// The box is not in a state that allows the operation.
     #[error("box {name} is {state}: {}", needs.advice())]
     InvalidState {
@@ -205,7 +221,9 @@ impl Error {
             Error::Registry(e) => registry_kind(e),
             Error::Protocol { .. } => ErrorKind::Protocol,
             Error::NoSuchBox(_) => ErrorKind::NotFound,
-            Error::NameInUse(..) => ErrorKind::AlreadyExists,
+            Error::NameInUse(..) | Error::VolumeExists(_) => ErrorKind::AlreadyExists,
+            Error::NoSuchVolume(_) => ErrorKind::NotFound,
+            Error::VolumeInUse { .. } => ErrorKind::Busy,
             Error::InvalidState { .. } => ErrorKind::InvalidState,
             Error::InvalidOption { .. } | Error::InvalidInput(_) => ErrorKind::InvalidInput,
             Error::EngineUnavailable { .. } | Error::Host(_) => ErrorKind::Unsupported,

@@ -89,6 +89,8 @@ mod runtime;
 mod state;
 mod supervisor;
 mod text;
+mod volume;
+mod volumes;
 
 pub use copy::{CopyOutOptions, CopyOutReport};
 pub use defaults::{image_command, run_argv};
@@ -117,6 +119,10 @@ pub use registry::{
 pub use runtime::Runtime;
 pub use state::BoxState;
 pub use text::printable;
+pub use volume::{MAX_GUEST_PATH_LEN, MAX_VOLUMES, Volume, VolumeSource};
+pub use volumes::{
+    DEFAULT_VOLUME_SIZE_GIB, MAX_VOLUME_SIZE_GIB, VolumeInfo, VolumeUser, validate_volume_name,
+};
 
 /// The supervisor's `main` (a box's VM owner): reads its arguments from stdin. For the
 /// `boxlite-supervisor` binary and programs that serve as their own supervisor.

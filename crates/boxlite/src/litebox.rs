@@ -188,6 +188,16 @@ impl LiteBox {
                     console_log_limit: shared.options.console_log_limit,
                     jail: shared.options.jail,
                     dns_upstream: shared.options.dns_upstream.clone(),
+                    virtiofsd: if record
+                        .options
+                        .volumes
+                        .iter()
+                        .any(|v| matches!(v.source, crate::volume::VolumeSource::Bind { .. }))
+                    {
+                        Some(shared.virtiofsd()?)
+                    } else {
+                        None
+                    },
                     abort_at: shared.options.abort_at.clone(),
                 };
                 let supervisor = shared.supervisor()?;
@@ -219,7 +229,8 @@ impl LiteBox {
     }
 
     /// Stops the box, forcing it after `grace` (zero: at once). Stopping a stopped box does
-    /// nothing.
+    /// nothing. A forced stop loses what the guest had not written out, named volumes'
+    /// included: give a box with named volumes time to shut down.
     pub async fn stop_with_grace(&self, grace: Duration) -> Result<()> {
         *self.client.lock().await = None;
         let record = self.record().await?;

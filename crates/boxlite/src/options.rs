@@ -59,6 +59,9 @@ pub struct RuntimeOptions {
     /// Our own VMM (the kvm engine); default: a `boxlite-vmm` beside the running executable
     /// (or its parent directory), else in `PATH`.
     pub vmm: Option<PathBuf>,
+    /// The virtio-fs daemon for bind volumes (the Rust virtiofsd, 1.10 or later); default:
+    /// `virtiofsd` in `PATH`, else `/usr/libexec/virtiofsd`.
+    pub virtiofsd: Option<PathBuf>,
     /// Show progress bars for long steps (image unpacking) on a terminal.
     pub progress: bool,
     /// How long a box may take from its VM's start to the agent's hello.
@@ -100,6 +103,7 @@ impl RuntimeOptions {
             supervisor: None,
             qemu: None,
             vmm: None,
+            virtiofsd: None,
             progress: false,
             boot_timeout: DEFAULT_BOOT_TIMEOUT,
             force_kvm: false,
@@ -214,6 +218,9 @@ pub struct BoxOptions {
     /// The box's network: a card or none, the egress policy, published ports.
     #[serde(default)]
     pub network: NetworkOptions,
+    /// Host directories and named volumes mounted in the box.
+    #[serde(default)]
+    pub volumes: Vec<crate::volume::Volume>,
 }
 
 /// When `create` pulls the image from its registry.
@@ -262,7 +269,14 @@ impl BoxOptions {
             command: Vec::new(),
             pull: PullPolicy::Missing,
             network: NetworkOptions::default(),
+            volumes: Vec::new(),
         }
+    }
+
+    /// Adds a volume (see [`crate::Volume`]).
+    pub fn volume(mut self, volume: crate::volume::Volume) -> BoxOptions {
+        self.volumes.push(volume);
+        self
     }
 
     /// Checks every field against its limits.
@@ -299,6 +313,7 @@ impl BoxOptions {
         }
         no_nul("image", &self.image)?;
         self.network.validate()?;
+        crate::volume::validate_all(&self.volumes)?;
         validate_command(
             &self.command,
             &self.env,

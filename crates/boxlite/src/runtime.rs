@@ -16,9 +16,12 @@ use crate::info::{BoxInfo, EngineInfo, HostInfo};
 use crate::layout::{Layout, MAX_SOCKET_PATH_LEN};
 use crate::litebox::{LiteBox, RemoveMode};
 use crate::liveness;
+use crate::network::NetworkMode;
 use crate::options::{BoxOptions, EngineKind, RuntimeOptions, SupervisorCommand};
 use crate::recover;
 use crate::state::{BoxRecord, Ending, StateDb, now_ms};
+use crate::volume::VolumeSource;
+use crate::volumes::{self, VolumeInfo};
 
 /// The random bytes of a box id (64 hex digits).
 const ID_BYTES: usize = 32;
@@ -172,6 +175,11 @@ impl Shared {
         })
     }
 
+    /// The virtio-fs daemon bind volumes need.
+    pub(crate) fn virtiofsd(&self) -> Result<PathBuf> {
+        crate::supervisor::volumes::locate_virtiofsd(self.options.virtiofsd.as_deref())
+    }
+
     /// How to start a supervisor.
     pub(crate) fn supervisor(&self) -> Result<SupervisorCommand> {
         if let Some(command) = &self.options.supervisor {
@@ -241,7 +249,24 @@ impl Runtime {
                 ),
             ));
         }
+        // The image's disk, the box's disk, the agent's channel, the card, the volumes.
+        let devices =
+            3 + usize::from(options.network.mode == NetworkMode::On) + options.volumes.len();
+        if devices > engine.max_devices() {
+            return Err(Error::option(
+                "volumes",
+                options.volumes.len(),
+                format!(
+                    "the {} engine gives a box {} virtio devices, and its disks, agent channel \
+                     and network card take {}",
+                    engine.name(),
+                    engine.max_devices(),
+                    devices - options.volumes.len()
+                ),
+            ));
+        }
         self.pull_for_create(&options).await?;
+        self.check_volumes(&options)?;
         let record = self
             .shared
             .blocking(move |shared| {
@@ -297,6 +322,67 @@ impl Runtime {
     /// Removes a box and its files; a running box only with [`RemoveMode::Kill`].
     pub async fn remove(&self, key: &str, mode: RemoveMode) -> Result<()> {
         self.get(key).await?.remove(mode).await
+    }
+
+    /// Refuses volumes that cannot be attached: a bind volume's directory must exist (and
+    /// virtiofsd be installed), a named volume must have been created.
+    fn check_volumes(&self, options: &BoxOptions) -> Result<()> {
+        for volume in &options.volumes {
+            volume.check_source()?;
+            match &volume.source {
+                VolumeSource::Bind { .. } => {
+                    self.shared.virtiofsd()?;
+                }
+                VolumeSource::Named { name } => {
+                    volumes::get(&self.shared.layout, name)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates named volume `name`: a sparse ext4 disk of `size_gib` GiB (default
+    /// [`crate::DEFAULT_VOLUME_SIZE_GIB`]).
+    pub async fn create_volume(&self, name: &str, size_gib: Option<u64>) -> Result<VolumeInfo> {
+        let name = name.to_string();
+        self.shared
+            .blocking(move |s| {
+                let size = size_gib.unwrap_or(volumes::DEFAULT_VOLUME_SIZE_GIB);
+                let record = volumes::create(&s.layout, &name, size)?;
+                volumes::info(&s.layout, &s.db, record)
+            })
+            .await
+    }
+
+    /// Every named volume, by name.
+    pub async fn volumes(&self) -> Result<Vec<VolumeInfo>> {
+        self.shared
+            .blocking(|s| {
+                volumes::list(&s.layout)?
+                    .into_iter()
+                    .map(|r| volumes::info(&s.layout, &s.db, r))
+                    .collect()
+            })
+            .await
+    }
+
+    /// Named volume `name`: its size, disk use and the boxes that list it.
+    pub async fn volume(&self, name: &str) -> Result<VolumeInfo> {
+        let name = name.to_string();
+        self.shared
+            .blocking(move |s| {
+                let record = volumes::get(&s.layout, &name)?;
+                volumes::info(&s.layout, &s.db, record)
+            })
+            .await
+    }
+
+    /// Removes named volume `name` and its content; refused while any box lists it.
+    pub async fn remove_volume(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.shared
+            .blocking(move |s| volumes::remove(&s.layout, &s.db, &name))
+            .await
     }
 
     /// The host, its engines and the guest artefacts.

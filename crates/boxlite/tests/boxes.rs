@@ -516,6 +516,79 @@ async fn the_kvm_engine_networks_a_box() {
     bx.stop().await.unwrap();
 }
 
+/// Volumes through the library on either engine: a host directory the box writes to and a
+/// named volume it reads back, both with `BoxOptions::volume`. `engine` picks the engine.
+async fn a_box_mounts_its_volumes(fx: &Fixture, engine: boxlite::EngineKind) {
+    let rt = fx.runtime();
+    let shared = fx.dir.path().join(format!("shared-{engine:?}"));
+    std::fs::create_dir_all(&shared).unwrap();
+    std::fs::write(shared.join("from-host"), "host words\n").unwrap();
+    let volume = format!("lib-{engine:?}").to_lowercase();
+    rt.create_volume(&volume, Some(1)).await.unwrap();
+    let mut options = BoxOptions::new(IMAGE)
+        .volume(boxlite::Volume::bind(&shared, "/mnt/shared"))
+        .volume(boxlite::Volume::named(&volume, "/mnt/named"));
+    options.engine = engine;
+    let bx = rt.create(options).await.unwrap();
+    bx.start().await.unwrap();
+    let out = bx
+        .exec(sh(
+            "cat /mnt/shared/from-host; echo box words > /mnt/shared/from-box; \
+                  echo kept > /mnt/named/kept; sync",
+        ))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"host words\n", "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("from-box")).unwrap(),
+        "box words\n"
+    );
+    bx.stop().await.unwrap();
+    bx.start().await.unwrap();
+    let out = bx
+        .exec(sh("cat /mnt/named/kept"))
+        .await
+        .unwrap()
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"kept\n", "{out:?}");
+    bx.remove(RemoveMode::Kill).await.unwrap();
+    rt.remove_volume(&volume).await.unwrap();
+}
+
+/// [`a_box_mounts_its_volumes`] under QEMU (needs `BOXLITE_VIRTIOFSD`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_box_mounts_its_volumes_under_qemu() {
+    if std::env::var_os("BOXLITE_VIRTIOFSD").is_none() {
+        eprintln!("skipped: BOXLITE_VIRTIOFSD is not set (`cargo xtask test` sets it)");
+        return;
+    }
+    let Some(fx) = Fixture::new() else { return };
+    a_box_mounts_its_volumes(&fx, boxlite::EngineKind::Qemu).await;
+}
+
+/// [`a_box_mounts_its_volumes`] under our VMM: its memfd-backed memory and vhost-user
+/// virtio-fs device. Only where hardware KVM is usable (in L1 under `cargo xtask nested-kvm`
+/// here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kvm_engine_mounts_volumes() {
+    let kvm = boxlite::internals::probe_kvm();
+    if !kvm.is_hardware() {
+        eprintln!("skipped: {}", kvm.describe());
+        return;
+    }
+    if std::env::var_os("BOXLITE_VIRTIOFSD").is_none() {
+        eprintln!("skipped: BOXLITE_VIRTIOFSD is not set (`cargo xtask test` sets it)");
+        return;
+    }
+    let Some(fx) = Fixture::new() else { return };
+    a_box_mounts_its_volumes(&fx, boxlite::EngineKind::Kvm).await;
+}
+
 /// A box made from a registry reference pulls its image first (the default policy,
 /// `missing`), boots it, and finds it again by that reference; `never` refuses what is not here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -131,6 +131,9 @@ enum Command {
     /// Manage images: import, list, inspect, remove, unpack.
     #[command(subcommand)]
     Image(image::Command),
+    /// Manage named volumes: create, list, inspect, remove.
+    #[command(subcommand)]
+    Volume(cmd::volume::Command),
 }
 
 fn main() -> ExitCode {
@@ -180,6 +183,7 @@ fn run_async(global: &Global, command: Command) -> anyhow::Result<u8> {
             Command::Pull(args) => cmd::pull::pull(global, args).await,
             Command::Login(args) => cmd::pull::login(global, args).await,
             Command::Logout(args) => cmd::pull::logout(global, args).await,
+            Command::Volume(command) => cmd::volume::run(global, command).await,
             Command::Image(_) => Ok(0),
         }
     });

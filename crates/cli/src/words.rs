@@ -21,6 +21,10 @@ pub fn reword(err: &Error) -> Option<String> {
             Some(format!("{err} ({fix})"))
         }
         Error::NoSuchBox(_) => Some(format!("{err} (see `boxlite ls -a`)")),
+        Error::NoSuchVolume(name) => Some(format!(
+            "no such volume: {name} (create it with `boxlite volume create {name}`, or see \
+             `boxlite volume ls`)"
+        )),
         Error::EngineUnavailable { engine, .. } if engine == "kvm" => Some(format!(
             "{err}; use --engine qemu (or set BOXLITE_FORCE_KVM=1 to try anyway)"
         )),
@@ -60,6 +64,8 @@ fn flag(option: &str) -> &str {
         "user" => "--user",
         "engine" => "--engine",
         "pull" => "--pull",
+        "volume" | "volumes" => "-v",
+        "volume size" => "--size",
         other => other,
     }
 }

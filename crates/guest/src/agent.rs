@@ -7,7 +7,8 @@
 //! background processes that keep the outputs open keep the execution open, as with `ssh` —
 //! and enforces the timeout on the whole process group: SIGTERM, then SIGKILL after
 //! [`TERM_GRACE`]. Uploads and downloads run the blocking tar code on tokio's blocking pool,
-//! connected to the streams by bounded channels.
+//! connected to the streams by bounded channels; so do mounts ([`crate::volume`]), one
+//! request at a time.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -15,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use protocol::server::{
-    Connection, Download, Exec, ExecEvent, ExecEvents, Request, ShutdownReply, Upload,
+    Connection, Download, Exec, ExecEvent, ExecEvents, Mount, Request, ShutdownReply, Upload,
 };
-use protocol::{ErrorKind, ExitStatus, Hello, MAX_DATA_CHUNK};
+use protocol::{CAPABILITY_MOUNT, ErrorKind, ExitStatus, Hello, MAX_DATA_CHUNK};
 use rustix::process::{Pid, Signal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -27,6 +28,7 @@ use crate::fdio::FdStream;
 use crate::process::{self, Spec};
 use crate::reaper::{Reaper, Termination};
 use crate::root::BoxRoot;
+use crate::volume::{self, Mounted};
 
 /// How long a timed-out process group gets between SIGTERM and SIGKILL.
 pub const TERM_GRACE: Duration = Duration::from_secs(2);
@@ -46,6 +48,9 @@ pub struct Agent {
     hello: Hello,
     /// Process groups of executions still running, for a shutdown to end them.
     running: Mutex<HashSet<i32>>,
+    /// The volumes mounted so far, for a shutdown to unmount; held while mounting, so mount
+    /// requests run one at a time, in the order they came.
+    volumes: Mutex<Vec<Mounted>>,
 }
 
 /// How a connection ended.
@@ -60,10 +65,17 @@ impl Agent {
     /// An agent serving `root`, or answering every request that needs a root with the reason
     /// it could not be built (that reason also becomes the hello capability `root-failed`).
     pub fn new(root: std::result::Result<BoxRoot, String>) -> std::io::Result<Arc<Agent>> {
-        let mut capabilities: Vec<String> =
-            ["exec", "tty", "signal", "timeout", "upload", "download"]
-                .map(String::from)
-                .to_vec();
+        let mut capabilities: Vec<String> = [
+            "exec",
+            "tty",
+            "signal",
+            "timeout",
+            "upload",
+            "download",
+            CAPABILITY_MOUNT,
+        ]
+        .map(String::from)
+        .to_vec();
         if root.is_err() {
             capabilities.push("root-failed".into());
         }
@@ -74,6 +86,7 @@ impl Agent {
             reaper: Reaper::global()?,
             hello,
             running: Mutex::new(HashSet::new()),
+            volumes: Mutex::new(Vec::new()),
         }))
     }
 
@@ -108,6 +121,9 @@ impl Agent {
                 Request::Download(download) => {
                     tokio::spawn(async move { agent.download(download).await });
                 }
+                Request::Mount(mount) => {
+                    tokio::spawn(async move { agent.mount(mount).await });
+                }
                 Request::Shutdown(reply) => return Ending::Shutdown(reply),
             }
         }
@@ -126,6 +142,38 @@ impl Agent {
                 let _ = rustix::process::kill_process_group(pid, Signal::KILL);
             }
         }
+    }
+
+    /// Hands over the volumes mounted so far, for a shutdown to unmount them.
+    pub fn take_volumes(&self) -> Vec<Mounted> {
+        std::mem::take(&mut *self.volumes.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    async fn mount(self: Arc<Self>, mount: Mount) {
+        let Mount { volumes, reply } = mount;
+        let root = match self.root() {
+            Ok(root) => root,
+            Err(why) => {
+                let _ = reply.error(ErrorKind::Io, why).await;
+                return;
+            }
+        };
+        let agent = self.clone();
+        // Mounting opens and creates the box's directories and may wait on a disk.
+        let mounted = tokio::task::spawn_blocking(move || {
+            let mut mounted = agent.volumes.lock().unwrap_or_else(|p| p.into_inner());
+            volume::mount_all(&root, &volumes, &mut mounted)
+        })
+        .await;
+        let _ = match mounted {
+            Ok(Ok(())) => reply.done().await,
+            Ok(Err(e)) => reply.error(e.kind(), e.to_string()).await,
+            Err(e) => {
+                reply
+                    .error(ErrorKind::Io, format!("mounting volumes: {e}"))
+                    .await
+            }
+        };
     }
 
     async fn exec(self: Arc<Self>, exec: Exec) {

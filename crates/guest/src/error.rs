@@ -15,6 +15,9 @@ pub enum Error {
     /// The request needs a privilege the agent does not have.
     #[error("{0}")]
     Denied(String),
+    /// Something this agent cannot do where it runs (e.g. mount, unprivileged on a host).
+    #[error("{0}")]
+    Unsupported(String),
     /// A system call on a path (or another object: a pipe, a pty) failed.
     #[error("{op} {path}: {source}")]
     Io {
@@ -47,6 +50,7 @@ impl Error {
             Error::NotFound(_) => protocol::ErrorKind::NotFound,
             Error::Invalid(_) => protocol::ErrorKind::Invalid,
             Error::Denied(_) => protocol::ErrorKind::PermissionDenied,
+            Error::Unsupported(_) => protocol::ErrorKind::Unsupported,
             Error::Io { .. } => protocol::ErrorKind::Io,
         }
     }

@@ -30,6 +30,7 @@ use rustix::process::Signal;
 use crate::cmdline::{BootConfig, DataDisk, Port};
 use crate::error::{Error, Result};
 use crate::root::BoxRoot;
+use crate::volume::{self, Mounted};
 
 /// Where the image's disk is mounted, read-only: the overlay's lower layer.
 pub const IMAGE_DIR: &str = "/run/boxlite/image";
@@ -245,14 +246,9 @@ fn mount_disk(
 /// Fails with a clear message when `device` has no ext4 superblock: the host formats a box's
 /// data disk when it creates the box, and the agent must never format (and so erase) a disk.
 pub fn check_ext4(device: &Path) -> Result<()> {
-    let mut magic = [0u8; 2];
-    std::fs::File::open(device)
-        .and_then(|mut f| {
-            f.seek(SeekFrom::Start(EXT4_MAGIC_OFFSET))?;
-            f.read_exact(&mut magic)
-        })
+    let has = has_ext4_superblock(device)
         .map_err(|e| Error::io("reading the data disk", device.display(), e))?;
-    if u16::from_le_bytes(magic) != EXT4_MAGIC {
+    if !has {
         return Err(Error::Invalid(format!(
             "the data disk {} has no ext4 filesystem; the host formats it (mkfs.ext4) when \
              the box is created, and the agent does not format disks — recreate the box or \
@@ -261,6 +257,15 @@ pub fn check_ext4(device: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether `device` (a disk or an image file) starts with an ext4 superblock.
+pub fn has_ext4_superblock(device: &Path) -> std::io::Result<bool> {
+    let mut magic = [0u8; 2];
+    let mut f = std::fs::File::open(device)?;
+    f.seek(SeekFrom::Start(EXT4_MAGIC_OFFSET))?;
+    f.read_exact(&mut magic)?;
+    Ok(u16::from_le_bytes(magic) == EXT4_MAGIC)
 }
 
 /// Mounts `/proc`, `/sys`, `/dev` and `/tmp` inside the root. Each target is resolved inside
@@ -401,8 +406,9 @@ fn write_file(dir: &OwnedFd, name: &str, text: &str) -> Result<()> {
 }
 
 /// Ends every box process (SIGTERM, then SIGKILL after [`SHUTDOWN_GRACE`]), syncs, and
-/// unmounts the root and the disks so the data disk is clean.
-pub fn stop_everything() {
+/// unmounts the box's `volumes`, the root and the disks, so the data disk and every named
+/// volume are clean.
+pub fn stop_everything(volumes: Vec<Mounted>) {
     // kill(-1) reaches every process but PID 1 itself (and, in a PID namespace, only the
     // namespace's processes).
     kill_all(Signal::TERM);
@@ -412,6 +418,9 @@ pub fn stop_everything() {
     }
     kill_all(Signal::KILL);
     rustix::fs::sync();
+    // Before the root's own mounts: volumes may sit on the root's /tmp, and a named volume
+    // detached lazily with the root would be written back only once nothing holds it.
+    volume::unmount_all(volumes);
     for target in [
         "/run/boxlite/root/tmp",
         "/run/boxlite/root/dev",

@@ -14,10 +14,11 @@
 //!   chrooted), so every execution behaviour is testable without a VM.
 //!
 //! Each connection starts with a `hello` whose capabilities are `exec`, `tty`, `signal`,
-//! `timeout`, `upload`, `download`, plus `root-failed` when the box's root could not be built
+//! `timeout`, `upload`, `download`, `mount`, plus `root-failed` when the box's root could not be built
 //! (every request that needs it then fails with the reason). Requests are served by
 //! [`agent`]: executions ([`process`]) with their stdio through the protocol's flow control,
-//! uploads ([`unpack`]) and downloads ([`pack`]) of tar streams.
+//! uploads ([`unpack`]) and downloads ([`pack`]) of tar streams, and the box's volumes
+//! ([`volume`]), mounted inside the root before the workload starts.
 
 pub mod agent;
 pub mod cmdline;
@@ -31,5 +32,6 @@ pub mod reaper;
 pub mod root;
 pub mod unpack;
 pub mod users;
+pub mod volume;
 
 pub use error::{Error, Result};

@@ -152,7 +152,9 @@ fn run_init(args: &Args) -> ! {
             };
             match ending {
                 Ending::Shutdown(reply) => {
-                    let _ = tokio::task::spawn_blocking(init::stop_everything).await;
+                    let volumes = agent.take_volumes();
+                    let _ =
+                        tokio::task::spawn_blocking(move || init::stop_everything(volumes)).await;
                     let _ = reply.shutting_down().await;
                     return Ok::<(), String>(());
                 }
@@ -263,6 +265,12 @@ fn run_host(listen: &Path, root_dir: &Path) -> Result<(), String> {
                 }
                 Some(reply) = shutdown_rx.recv() => {
                     agent.kill_running();
+                    // The mounts are the host's (or the test's namespace's): leave none behind.
+                    let volumes = agent.take_volumes();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        guest::volume::unmount_all(volumes)
+                    })
+                    .await;
                     let _ = reply.shutting_down().await;
                     let _ = std::fs::remove_file(listen);
                     return Ok(());

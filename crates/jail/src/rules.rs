@@ -31,6 +31,10 @@ pub enum Access {
     Device,
     /// A directory where Unix sockets may be created (and nothing else).
     MakeSockets,
+    /// A tree the process manages as a filesystem server does (a shared directory): read,
+    /// write, create, rename and remove files, directories, symlinks, fifos and sockets beneath
+    /// it; never device nodes (a guest must not plant one on the host) nor execute.
+    Tree,
 }
 
 impl Access {
@@ -41,6 +45,20 @@ impl Access {
             Access::ReadWrite => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate,
             Access::Device => AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::IoctlDev,
             Access::MakeSockets => AccessFs::MakeSock.into(),
+            Access::Tree => {
+                AccessFs::ReadFile
+                    | AccessFs::ReadDir
+                    | AccessFs::WriteFile
+                    | AccessFs::Truncate
+                    | AccessFs::RemoveDir
+                    | AccessFs::RemoveFile
+                    | AccessFs::MakeDir
+                    | AccessFs::MakeReg
+                    | AccessFs::MakeSym
+                    | AccessFs::MakeFifo
+                    | AccessFs::MakeSock
+                    | AccessFs::Refer
+            }
         }
     }
 }

@@ -28,6 +28,7 @@ pub use frame::{
     Frame, FrameDecoder, INITIAL_WINDOW, MAX_CONTROL_LEN, MAX_DATA_CHUNK, MAX_FRAME_LEN, Stream,
 };
 pub use message::{
-    ErrorKind, ExecRequest, ExitStatus, GuestMessage, Hello, HostMessage, PROTOCOL_VERSION,
-    TtySize, decode_guest_message, decode_host_message, encode_message,
+    CAPABILITY_MOUNT, ErrorKind, ExecRequest, ExitStatus, GuestMessage, Hello, HostMessage,
+    MountSource, PROTOCOL_VERSION, TtySize, VolumeMount, decode_guest_message, decode_host_message,
+    encode_message,
 };

@@ -15,8 +15,8 @@ use crate::frame::MAX_CONTROL_LEN;
 /// The protocol version this crate speaks: (major, minor).
 ///
 /// Peers with different majors cannot talk; a minor bump adds optional fields, messages or
-/// capabilities that an older peer ignores.
-pub const PROTOCOL_VERSION: (u16, u16) = (1, 0);
+/// capabilities that an older peer ignores. 1.1 added `mount` ([`CAPABILITY_MOUNT`]).
+pub const PROTOCOL_VERSION: (u16, u16) = (1, 1);
 
 /// Most arguments in an `exec` argv.
 ///
@@ -49,6 +49,25 @@ pub const MAX_CAPABILITY_LEN: usize = 64;
 /// Highest signal number (Linux's SIGRTMAX).
 pub const MAX_SIGNAL: i32 = 64;
 
+/// Most volumes one `mount` may list: a VM has few virtio devices to back them.
+pub const MAX_VOLUMES: usize = 16;
+
+/// Most bytes of a virtio-fs tag: the size of the tag field in the device's config space.
+pub const MAX_TAG_LEN: usize = 36;
+
+/// Most letters after `/dev/vd` in a disk's device name (`/dev/vda` ... `/dev/vdzzz`).
+pub const MAX_DISK_SUFFIX: usize = 3;
+
+/// Most digits after `/dev/loop` in a loop device's name (host-mode tests attach images so).
+pub const MAX_LOOP_DIGITS: usize = 7;
+
+/// The filesystems a disk volume may hold: what the host formats named volumes with.
+pub const VOLUME_FSTYPES: [&str; 1] = ["ext4"];
+
+/// The `hello` capability of an agent that serves `mount`; a host must not send volumes to
+/// an agent without it (an older initramfs), which would answer `unsupported`.
+pub const CAPABILITY_MOUNT: &str = "mount";
+
 /// What the host asks of the guest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -78,6 +97,12 @@ pub enum HostMessage {
     Download {
         /// An absolute path in the guest.
         path: String,
+    },
+    /// Mount these volumes inside the box's root, in order; answered `done` or `error`.
+    Mount {
+        /// At most [`MAX_VOLUMES`], parents before their children, no path twice.
+        #[serde(deserialize_with = "de_volumes")]
+        volumes: Vec<VolumeMount>,
     },
     /// Abandon this channel: transfers stop and fail, an execution's process group is killed.
     Cancel {},
@@ -142,6 +167,37 @@ pub struct ExecRequest {
     /// Kill the process group after this many milliseconds; `exit` then says `timed_out`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+}
+
+/// One volume of a `mount` request: what to mount where in the box.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// What to mount.
+    pub source: MountSource,
+    /// An absolute path in the box (created, with missing parents, if absent).
+    pub path: String,
+    /// Mounted read-only.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Where a volume's filesystem comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MountSource {
+    /// A virtio-fs device with this mount tag (a host directory, served by virtiofsd).
+    Virtiofs {
+        /// The device's tag, 1..=[`MAX_TAG_LEN`] bytes without NUL.
+        tag: String,
+    },
+    /// A virtio-blk disk holding a filesystem (a named volume).
+    Disk {
+        /// The device node: `/dev/vd` and 1..=3 lowercase letters (or, for host-mode tests,
+        /// `/dev/loop` and digits).
+        device: String,
+        /// The filesystem on it, one of [`VOLUME_FSTYPES`].
+        fstype: String,
+    },
 }
 
 /// A terminal size.
@@ -283,6 +339,7 @@ impl HostMessage {
             HostMessage::Upload { path } | HostMessage::Download { path } => {
                 check_path(path, "path")
             }
+            HostMessage::Mount { volumes } => check_volumes(volumes),
             HostMessage::Cancel {} | HostMessage::Ping { .. } | HostMessage::Shutdown {} => Ok(()),
         }
     }
@@ -295,6 +352,7 @@ impl HostMessage {
             HostMessage::Resize { .. } => "resize",
             HostMessage::Upload { .. } => "upload",
             HostMessage::Download { .. } => "download",
+            HostMessage::Mount { .. } => "mount",
             HostMessage::Cancel {} => "cancel",
             HostMessage::Ping { .. } => "ping",
             HostMessage::Shutdown {} => "shutdown",
@@ -398,6 +456,106 @@ impl ExecRequest {
         }
         Ok(())
     }
+}
+
+impl VolumeMount {
+    /// Checks the path and the source; errors name the field (`what`, e.g. `volumes[2]`).
+    pub fn validate(&self, what: &str) -> Result<()> {
+        check_path(&self.path, &format!("{what}.path"))?;
+        let mut parts = self.path.split('/').filter(|p| !p.is_empty() && *p != ".");
+        if parts.clone().any(|p| p == "..") {
+            return invalid(format!(
+                "{what}.path {:?} has a `..` component; give the volume's path without it",
+                shorten(&self.path)
+            ));
+        }
+        if parts.next().is_none() {
+            return invalid(format!(
+                "{what}.path {:?} is the box's root; a volume must go on a directory below /",
+                shorten(&self.path)
+            ));
+        }
+        self.source.validate(what)
+    }
+
+    /// The path's components without empty and `.` ones, so `/a//b/.` and `/a/b` compare
+    /// equal.
+    fn normal_path(&self) -> Vec<&str> {
+        self.path
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect()
+    }
+}
+
+impl MountSource {
+    /// Checks the tag, or the device and filesystem type; errors name the field.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        match self {
+            MountSource::Virtiofs { tag } => {
+                if tag.is_empty() || tag.len() > MAX_TAG_LEN || tag.contains('\0') {
+                    return invalid(format!(
+                        "{what}.source.tag {:?} must be 1..={MAX_TAG_LEN} bytes without NUL \
+                         (the virtio-fs device's tag)",
+                        shorten(tag)
+                    ));
+                }
+            }
+            MountSource::Disk { device, fstype } => {
+                if !is_disk_device(device) {
+                    return invalid(format!(
+                        "{what}.source.device {:?} must be a virtio disk, /dev/vd and 1..={} \
+                         lowercase letters (e.g. /dev/vdc), or a loop device /dev/loopN",
+                        shorten(device),
+                        MAX_DISK_SUFFIX
+                    ));
+                }
+                if !VOLUME_FSTYPES.contains(&fstype.as_str()) {
+                    return invalid(format!(
+                        "{what}.source.fstype {:?} is not supported; use one of {VOLUME_FSTYPES:?}",
+                        shorten(fstype)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `device` is `/dev/vd[a-z]{1,3}` or `/dev/loop[0-9]{1,7}`.
+fn is_disk_device(device: &str) -> bool {
+    if let Some(suffix) = device.strip_prefix("/dev/vd") {
+        return (1..=MAX_DISK_SUFFIX).contains(&suffix.len())
+            && suffix.bytes().all(|b| b.is_ascii_lowercase());
+    }
+    if let Some(digits) = device.strip_prefix("/dev/loop") {
+        return (1..=MAX_LOOP_DIGITS).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit());
+    }
+    false
+}
+
+fn check_volumes(volumes: &[VolumeMount]) -> Result<()> {
+    if volumes.len() > MAX_VOLUMES {
+        return invalid(format!(
+            "volumes lists {} volumes, more than {MAX_VOLUMES}; a box has at most \
+             {MAX_VOLUMES} volumes",
+            volumes.len()
+        ));
+    }
+    for (i, volume) in volumes.iter().enumerate() {
+        volume.validate(&format!("volumes[{i}]"))?;
+    }
+    for (i, volume) in volumes.iter().enumerate() {
+        let path = volume.normal_path();
+        if let Some(j) = volumes[..i].iter().position(|v| v.normal_path() == path) {
+            return invalid(format!(
+                "volumes[{i}].path {:?} is also volumes[{j}].path; mount one volume per path",
+                shorten(&volume.path)
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl ExitStatus {
@@ -551,6 +709,10 @@ fn de_argv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 fn de_env<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     bounded(d, MAX_ENV, "environment variables")
+}
+
+fn de_volumes<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<VolumeMount>, D::Error> {
+    bounded(d, MAX_VOLUMES, "volumes")
 }
 
 fn de_capabilities<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {

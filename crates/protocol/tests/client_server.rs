@@ -5,7 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use protocol::{Error, ErrorKind, ExecRequest, INITIAL_WINDOW, TtySize};
+use protocol::{
+    CAPABILITY_MOUNT, Error, ErrorKind, ExecRequest, INITIAL_WINDOW, MountSource, TtySize,
+    VolumeMount,
+};
 use support::{pair, pattern, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -552,4 +555,104 @@ async fn events_for_a_blocked_execution_never_stall_the_connection() {
         assert!(run.wait().await.unwrap().success());
     })
     .await;
+}
+
+fn volume(path: &str, source: MountSource) -> VolumeMount {
+    VolumeMount {
+        source,
+        path: path.into(),
+        read_only: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_reaches_the_agent_and_done_comes_back() {
+    let (host, guest) = tokio::io::duplex(64 * 1024);
+    let files = support::Files::default();
+    let agent = tokio::spawn(support::agent(guest, files.clone()));
+    let (client, hello) = within(10, protocol::client::Client::handshake(host))
+        .await
+        .unwrap();
+    assert!(hello.capabilities.iter().any(|c| c == CAPABILITY_MOUNT));
+    let volumes = [
+        volume(
+            "/src",
+            MountSource::Virtiofs {
+                tag: "boxlite-vol-0".into(),
+            },
+        ),
+        volume(
+            "/src/db",
+            MountSource::Disk {
+                device: "/dev/vdc".into(),
+                fstype: "ext4".into(),
+            },
+        ),
+    ];
+    within(10, client.mount(&volumes)).await.unwrap();
+    {
+        let files = files.lock().unwrap();
+        assert_eq!(files["mounted:/src"], b"virtiofs:boxlite-vol-0");
+        assert_eq!(files["mounted:/src/db"], b"ext4:/dev/vdc");
+    }
+    // No volumes is a valid (empty) request too.
+    within(10, client.mount(&[])).await.unwrap();
+    assert_eq!(client.stats().channels, 0);
+    within(10, client.shutdown()).await.unwrap();
+    agent.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_mount_returns_the_agents_error() {
+    let p = pair().await;
+    let volumes = [
+        volume("/ok", MountSource::Virtiofs { tag: "t0".into() }),
+        volume(
+            "/fail",
+            MountSource::Disk {
+                device: "/dev/vdd".into(),
+                fstype: "ext4".into(),
+            },
+        ),
+        volume("/never", MountSource::Virtiofs { tag: "t1".into() }),
+    ];
+    let e = within(10, p.client.mount(&volumes)).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Remote { kind: ErrorKind::NotFound, message }
+            if message.contains("/fail")),
+        "{e}"
+    );
+    {
+        let files = p.files.lock().unwrap();
+        assert!(files.contains_key("mounted:/ok"));
+        assert!(!files.contains_key("mounted:/never"));
+    }
+    // The connection is fine afterwards.
+    within(5, p.client.ping()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_mounts_fail_locally_and_a_dropped_mount_cancels() {
+    let p = pair().await;
+    let e = p
+        .client
+        .mount(&[volume(
+            "relative",
+            MountSource::Virtiofs { tag: "t".into() },
+        )])
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("volumes[0].path"), "{e}");
+    assert!(p.files.lock().unwrap().is_empty());
+    // A mount the agent never answers: giving up on it frees its channel.
+    let hang = [volume("/hang", MountSource::Virtiofs { tag: "t".into() })];
+    let gave_up = tokio::time::timeout(Duration::from_millis(200), p.client.mount(&hang)).await;
+    assert!(gave_up.is_err());
+    within(10, async {
+        while p.client.stats().channels != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    within(5, p.client.ping()).await.unwrap();
 }

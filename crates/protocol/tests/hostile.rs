@@ -184,7 +184,7 @@ async fn server_and_raw_host() -> (Connection, Raw) {
     let (channel, hello) = raw.recv_control().await.unwrap();
     assert_eq!(channel, 0);
     assert_eq!(hello["type"], "hello");
-    assert_eq!(hello["protocol_version"], json!([1, 0]));
+    assert_eq!(hello["protocol_version"], json!([1, 1]));
     (conn, raw)
 }
 

@@ -10,7 +10,7 @@ use kvm_ioctls::VmFd;
 use crate::boot::cmdline::{self, MmioDevice};
 use crate::boot::loader;
 use crate::bus::Bus;
-use crate::config::{Boot, MAX_CPUS, MAX_DISKS, VmConfig};
+use crate::config::{Boot, MAX_CPUS, MAX_DISKS, MAX_FS_DEVICES, VmConfig};
 use crate::cpu::vcpu;
 use crate::devices::irq::IrqLine;
 use crate::devices::legacy::boot_timer::{self, BootTime, BootTimer};
@@ -18,6 +18,7 @@ use crate::devices::legacy::i8042::{self, I8042};
 use crate::devices::legacy::serial::{self, Serial};
 use crate::devices::virtio::block::Block;
 use crate::devices::virtio::console::Console;
+use crate::devices::virtio::fs::Fs;
 use crate::devices::virtio::mmio::{MmioTransport, reg};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::rng::Rng;
@@ -25,7 +26,10 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::error::{Error, Result};
 use crate::event_loop::{EventLoop, SharedTransport};
 use crate::exit::ExitState;
-use crate::layout::{self, BOOT_TIMER_PORT, I8042_PORT, SERIAL_IRQ, SERIAL_PORT, VIRTIO_MMIO_SIZE};
+use crate::layout::{
+    self, BOOT_TIMER_PORT, I8042_PORT, MAX_VIRTIO_DEVICES, SERIAL_IRQ, SERIAL_PORT,
+    VIRTIO_MMIO_SIZE,
+};
 use crate::machine::Machine;
 use crate::memory::{self, GuestMemory};
 use crate::vm;
@@ -38,10 +42,13 @@ pub fn build(config: VmConfig) -> Result<Machine> {
             config.cpus
         )));
     }
-    if config.disks.len() > MAX_DISKS {
-        return Err(Error::Config(format!("at most {MAX_DISKS} disks")));
-    }
-    let mem = memory::create(config.memory_mib)?;
+    check_device_count(&config)?;
+    // Shared memory only where a daemon must map it (see `memory`).
+    let mem = if config.fs.is_empty() {
+        memory::create(config.memory_mib)?
+    } else {
+        memory::create_shared(config.memory_mib)?
+    };
     let (kvm, vm) = vm::create(&mem)?;
     let exit = Arc::new(ExitState::default());
     let boot_time = BootTime::default();
@@ -89,6 +96,10 @@ pub fn build(config: VmConfig) -> Result<Machine> {
     if config.rng {
         devices.push(Box::new(Rng::new()));
     }
+    // Last: adding file systems leaves every other device's window and IRQ where it was.
+    for fs in config.fs {
+        devices.push(Box::new(Fs::new(fs.socket, &fs.tag)?));
+    }
     let mut mmio = Bus::default();
     let mut transports = Vec::new();
     let mut listed = Vec::new();
@@ -135,6 +146,40 @@ pub fn build(config: VmConfig) -> Result<Machine> {
         boot_time,
         config.started,
     ))
+}
+
+/// Every virtio device takes one of the MMIO windows and IRQs; tags must tell file systems
+/// apart, since the guest mounts them by tag.
+fn check_device_count(config: &VmConfig) -> Result<()> {
+    if config.disks.len() > MAX_DISKS {
+        return Err(Error::Config(format!("at most {MAX_DISKS} disks")));
+    }
+    if config.fs.len() > MAX_FS_DEVICES {
+        return Err(Error::Config(format!(
+            "at most {MAX_FS_DEVICES} shared file systems"
+        )));
+    }
+    let others = usize::from(config.console.is_some())
+        + usize::from(config.net.is_some())
+        + usize::from(config.rng);
+    let total = config.disks.len() + config.fs.len() + others;
+    if total > MAX_VIRTIO_DEVICES {
+        return Err(Error::Config(format!(
+            "at most {MAX_VIRTIO_DEVICES} virtio devices, not {total} ({} disks, {} shared \
+             file systems, {others} console/network/rng)",
+            config.disks.len(),
+            config.fs.len()
+        )));
+    }
+    for (i, fs) in config.fs.iter().enumerate() {
+        if config.fs[..i].iter().any(|other| other.tag == fs.tag) {
+            return Err(Error::Config(format!(
+                "two shared file systems have the tag {:?}",
+                fs.tag
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Puts `device` behind virtio-mmio window `index`, with its irqfd and one ioeventfd per queue.

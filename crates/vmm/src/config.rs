@@ -10,8 +10,12 @@ use crate::devices::virtio::console::Backend;
 
 /// Most vCPUs (the MP table's room in the EBDA).
 pub const MAX_CPUS: u8 = crate::boot::mptable::MAX_CPUS;
-/// Most disks: the virtio IRQs left after the console, network and rng devices.
+/// Most disks: the virtio IRQs left after the console, network and rng devices (fewer
+/// when file systems are shared too: every virtio device takes one of
+/// [`crate::layout::MAX_VIRTIO_DEVICES`] IRQs, which the builder checks).
 pub const MAX_DISKS: usize = crate::layout::MAX_VIRTIO_DEVICES - 3;
+/// Most shared file systems, likewise (fewer when there are disks).
+pub const MAX_FS_DEVICES: usize = crate::layout::MAX_VIRTIO_DEVICES - 3;
 
 /// What the boot vCPU runs.
 pub enum Boot {
@@ -44,6 +48,27 @@ pub struct Disk {
     pub read_only: bool,
 }
 
+/// A directory shared with the guest through virtio-fs, served by a vhost-user daemon
+/// (virtiofsd).
+#[derive(Debug)]
+pub struct FsDevice {
+    /// A connected stream socket to the daemon.
+    pub socket: UnixStream,
+    /// The tag the guest mounts it by (`mount -t virtiofs TAG DIR`): 1..=36 bytes, no NUL.
+    pub tag: String,
+}
+
+impl FsDevice {
+    /// A device for `tag` served on `socket`, refusing a tag the guest could not see whole.
+    pub fn new(socket: UnixStream, tag: &str) -> crate::Result<FsDevice> {
+        crate::devices::virtio::fs::check_tag(tag)?;
+        Ok(FsDevice {
+            socket,
+            tag: tag.to_string(),
+        })
+    }
+}
+
 /// The VM to build.
 pub struct VmConfig {
     /// vCPUs, 1..=MAX_CPUS.
@@ -60,6 +85,9 @@ pub struct VmConfig {
     pub net: Option<(UnixStream, [u8; 6])>,
     /// Add a virtio-rng device.
     pub rng: bool,
+    /// Shared file systems (virtio-fs, after every other virtio device). Any makes guest
+    /// RAM a shared memfd, which the daemons map.
+    pub fs: Vec<FsDevice>,
     /// Where COM1's output goes (dropped if `None`).
     pub serial: Option<Box<dyn Write + Send>>,
     /// When the VMM started: the origin of the setup and boot times.
@@ -79,6 +107,7 @@ impl VmConfig {
             console: None,
             net: None,
             rng: false,
+            fs: Vec::new(),
             serial: None,
             started: Instant::now(),
             stop_on_boot: false,

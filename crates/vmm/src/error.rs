@@ -55,6 +55,16 @@ pub enum Error {
     /// The guest drove a device into an invalid state (the device is marked as needing reset).
     #[error("guest error: {0}")]
     Guest(String),
+    /// A vhost-user backend (virtiofsd) refused a request, broke the protocol or went away.
+    #[error("vhost-user backend {tag:?}: {what}: {reason}")]
+    VhostUser {
+        /// The device's tag.
+        tag: String,
+        /// The step that failed, e.g. "SET_MEM_TABLE".
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// The crate's result type.

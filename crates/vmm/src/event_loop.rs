@@ -1,5 +1,8 @@
 //! The device thread: waits on every queue's eventfd (signalled by KVM's ioeventfd when the
-//! guest notifies) and every backend socket, and lets the owning device work.
+//! guest notifies) and every backend socket, and lets the owning device work. A vhost-user
+//! device's queue eventfds are its daemon's to read, so they are not watched here; what such
+//! a device watches instead (its daemon's "used buffers" eventfds, its socket) comes and goes
+//! as the guest activates and resets it, which the transport announces on the refresh eventfd.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
@@ -14,6 +17,8 @@ use crate::error::{Error, Result};
 
 /// Token of the stop eventfd.
 const STOP: u64 = u64::MAX;
+/// Token of the refresh eventfd.
+const REFRESH: u64 = u64::MAX - 1;
 /// Token bit marking a backend fd (else: a queue index).
 const BACKEND: u64 = 1 << 31;
 /// Events handled per wakeup.
@@ -31,6 +36,7 @@ pub struct EventLoop {
     epoll: Epoll,
     transports: Vec<SharedTransport>,
     stop: Arc<EventFd>,
+    refresh: Arc<EventFd>,
     /// Backend fds currently registered: fd -> (token, events).
     backends: HashMap<RawFd, (u64, EventSet)>,
 }
@@ -50,8 +56,23 @@ impl EventLoop {
                 EpollEvent::new(EventSet::IN, STOP),
             )
             .map_err(Error::io("watching", "the event loop's stop eventfd"))?;
+        let refresh = Arc::new(
+            EventFd::new(EFD_NONBLOCK)
+                .map_err(Error::io("creating", "the event loop's refresh eventfd"))?,
+        );
+        epoll
+            .ctl(
+                ControlOperation::Add,
+                refresh.as_raw_fd(),
+                EpollEvent::new(EventSet::IN, REFRESH),
+            )
+            .map_err(Error::io("watching", "the event loop's refresh eventfd"))?;
         for (d, t) in transports.iter().enumerate() {
-            let t = lock(t);
+            let mut t = lock(t);
+            t.set_refresh(refresh.clone());
+            if t.backend_takes_kicks() {
+                continue;
+            }
             for q in 0..t.queue_count() {
                 if let Some(e) = t.queue_event(q) {
                     let token = ((d as u64) << 32) | q as u64;
@@ -74,6 +95,7 @@ impl EventLoop {
             epoll,
             transports,
             stop,
+            refresh,
             backends: HashMap::new(),
         })
     }
@@ -131,6 +153,11 @@ impl EventLoop {
                 let token = event.data();
                 if token == STOP {
                     return Ok(());
+                }
+                if token == REFRESH {
+                    // The registrations are brought up to date at the top of the loop.
+                    let _ = self.refresh.read();
+                    continue;
                 }
                 let Some(t) = self.transports.get((token >> 32) as usize) else {
                     continue;

@@ -108,6 +108,18 @@ impl Machine {
         &self.transports
     }
 
+    /// The vhost-user sockets of the devices, for [`Filters::build_for`].
+    pub fn vhost_user_sockets(&self) -> Vec<std::os::fd::RawFd> {
+        self.transports
+            .iter()
+            .filter_map(|t| {
+                t.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .vhost_user_socket()
+            })
+            .collect()
+    }
+
     /// VMM memory beyond guest RAM: the process's RSS less the guest pages it holds.
     pub fn overhead_bytes(&self) -> u64 {
         memory::process_rss().saturating_sub(memory::resident_bytes(&self.mem))

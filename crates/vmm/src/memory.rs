@@ -1,6 +1,15 @@
 //! Guest RAM: the regions around the MMIO gap, and how much of it the host has touched.
+//!
+//! RAM is private anonymous memory unless a vhost-user device is configured: then it is one
+//! memfd mapped shared, so the device's daemon can map the same pages (it gets the fd in
+//! `SET_MEM_TABLE`). Private anonymous memory stays the default because it gets transparent
+//! huge pages where shmem usually does not, and nothing else needs to see it.
 
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::Arc;
+
+use vm_memory::{FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::error::{Error, Result};
 use crate::layout::{MMIO_GAP_END, MMIO_GAP_START};
@@ -23,14 +32,64 @@ pub fn ranges(size: u64) -> Vec<(GuestAddress, usize)> {
     ranges
 }
 
-/// Allocates (lazily: pages are only backed once touched) `mib` MiB of guest RAM.
-pub fn create(mib: u64) -> Result<GuestMemory> {
+fn check_size(mib: u64) -> Result<()> {
     if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&mib) {
         return Err(Error::Config(format!(
             "memory must be {MIN_MEMORY_MIB}..={MAX_MEMORY_MIB} MiB, not {mib}"
         )));
     }
+    Ok(())
+}
+
+/// Allocates (lazily: pages are only backed once touched) `mib` MiB of guest RAM.
+pub fn create(mib: u64) -> Result<GuestMemory> {
+    check_size(mib)?;
     GuestMemoryMmap::from_ranges(&ranges(mib << 20)).map_err(|e| Error::Memory(e.to_string()))
+}
+
+/// Allocates `mib` MiB of guest RAM in one memfd mapped shared (as lazily as [`create`]),
+/// for a VM with vhost-user devices. Each region keeps the memfd open and knows its offset
+/// in it ([`GuestMemoryRegion::file_offset`]), which is what `SET_MEM_TABLE` sends.
+pub fn create_shared(mib: u64) -> Result<GuestMemory> {
+    check_size(mib)?;
+    let size = mib << 20;
+    let file = Arc::new(sealed_memfd(size)?);
+    let mut offset = 0u64;
+    let regions: Vec<_> = ranges(size)
+        .into_iter()
+        .map(|(addr, len)| {
+            let region = (addr, len, Some(FileOffset::from_arc(file.clone(), offset)));
+            offset += len as u64;
+            region
+        })
+        .collect();
+    GuestMemoryMmap::from_ranges_with_files(&regions).map_err(|e| Error::Memory(e.to_string()))
+}
+
+/// A memfd of `size` bytes whose size is sealed: the daemon we hand it to could otherwise
+/// shrink it, and our next access to the lost pages would kill the VMM with SIGBUS.
+fn sealed_memfd(size: u64) -> Result<File> {
+    let name = c"boxlite-guest-ram";
+    // SAFETY: memfd_create reads the NUL-terminated name and returns a new fd or -1.
+    let fd =
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(Error::io("creating", "the guest memory memfd")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and nothing else owns it.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.set_len(size)
+        .map_err(Error::io("sizing", "the guest memory memfd"))?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: F_ADD_SEALS on our own memfd takes an int and touches no memory.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(Error::io("sealing", "the guest memory memfd")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(file)
 }
 
 /// The end of RAM below the MMIO gap.
@@ -101,5 +160,28 @@ mod tests {
         let mem = create(8).unwrap();
         assert_eq!(low_end(&mem), 8 << 20);
         assert_eq!(resident_bytes(&mem), 0);
+    }
+
+    #[test]
+    fn shared_memory_is_one_sealed_memfd_and_counts_what_is_touched() {
+        use std::os::fd::AsRawFd;
+        use vm_memory::Bytes;
+
+        assert!(create_shared(MAX_MEMORY_MIB + 1).is_err());
+        let mem = create_shared(4 << 10).unwrap();
+        let regions: Vec<_> = mem.iter().collect();
+        assert_eq!(regions.len(), 2);
+        let (low, high) = (
+            regions[0].file_offset().unwrap(),
+            regions[1].file_offset().unwrap(),
+        );
+        assert_eq!(low.file().as_raw_fd(), high.file().as_raw_fd());
+        assert_eq!((low.start(), high.start()), (0, MMIO_GAP_START));
+        assert_eq!(low.file().metadata().unwrap().len(), 4 << 30);
+        // Neither the daemon nor anyone else can shrink it under us.
+        assert!(low.file().set_len(1 << 20).is_err());
+        assert_eq!(resident_bytes(&mem), 0);
+        mem.write_obj(1u8, GuestAddress(MMIO_GAP_END)).unwrap();
+        assert_eq!(resident_bytes(&mem), 4096);
     }
 }

@@ -8,10 +8,12 @@
 //! calls a KVM VMM's threads make): a vCPU thread runs `KVM_RUN` and dispatches exits to
 //! the devices (eventfd writes for interrupts, the serial log); the device thread waits on
 //! epoll and moves bytes between queues, disks and sockets; the main thread waits, kicks
-//! the vCPUs and reports. Every thread may allocate memory, use futexes and leave; only
+//! the vCPUs and reports. A vCPU thread also talks vhost-user to virtio-fs daemons, on
+//! their sockets alone, when the guest starts or resets such a device. Every thread may allocate memory, use futexes and leave; only
 //! `tgkill` on this process is allowed (panics abort, the main thread kicks vCPUs).
 
 use std::collections::BTreeMap;
+use std::os::fd::RawFd;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -61,8 +63,15 @@ pub struct Filters {
 const OPEN_ERRNO: u32 = libc::EACCES as u32;
 
 impl Filters {
-    /// Compiles the filters for this process (its pid is part of the `tgkill` rule).
+    /// Compiles the filters for this process (its pid is part of the `tgkill` rule), for a
+    /// VM without vhost-user devices.
     pub fn build() -> Result<Filters> {
+        Filters::build_for(&[])
+    }
+
+    /// Compiles the filters for a VM whose vhost-user devices talk on `vhost_user_sockets`
+    /// ([`crate::machine::Machine::vhost_user_sockets`]).
+    pub fn build_for(vhost_user_sockets: &[RawFd]) -> Result<Filters> {
         // SAFETY: getpid(2) cannot fail.
         let pid = unsafe { libc::getpid() };
         let no_open = [libc::SYS_open, libc::SYS_openat]
@@ -70,9 +79,9 @@ impl Filters {
             .map(|call| (call, Vec::new()))
             .collect();
         Ok(Filters {
-            main: compile(rules(Thread::Main, pid)?)?,
-            vcpu: compile(rules(Thread::Vcpu, pid)?)?,
-            devices: compile(rules(Thread::Devices, pid)?)?,
+            main: compile(rules(Thread::Main, pid, &[])?)?,
+            vcpu: compile(rules(Thread::Vcpu, pid, vhost_user_sockets)?)?,
+            devices: compile(rules(Thread::Devices, pid, &[])?)?,
             no_open: compile_with(
                 no_open,
                 SeccompAction::Allow,
@@ -157,8 +166,12 @@ const DEVICES: &[libc::c_long] = &[
     libc::SYS_shutdown,
 ];
 
-/// The rules of `thread`'s filter.
-fn rules(thread: Thread, pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
+/// The rules of `thread`'s filter; `vhost_user` are the vhost-user sockets (vCPU threads).
+fn rules(
+    thread: Thread,
+    pid: libc::pid_t,
+    vhost_user: &[RawFd],
+) -> Result<BTreeMap<i64, Vec<SeccompRule>>> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for &call in COMMON {
         rules.insert(call, Vec::new());
@@ -174,6 +187,17 @@ fn rules(thread: Thread, pid: libc::pid_t) -> Result<BTreeMap<i64, Vec<SeccompRu
                 libc::SYS_ioctl,
                 vec![arg_eq(1, KVM_RUN())?, arg_eq(1, KVM_GET_REGS())?],
             );
+            // A virtio-fs device's activation and reset are vhost-user requests and replies
+            // (with fds attached: SCM_RIGHTS) made inside the guest's register write, so
+            // they complete before the write does; only on the daemons' sockets.
+            if !vhost_user.is_empty() {
+                let on_socket = vhost_user
+                    .iter()
+                    .map(|&fd| arg_eq(0, fd as u64))
+                    .collect::<Result<Vec<_>>>()?;
+                rules.insert(libc::SYS_sendmsg, on_socket.clone());
+                rules.insert(libc::SYS_recvmsg, on_socket);
+            }
         }
         Thread::Devices => {
             for &call in DEVICES {
@@ -271,9 +295,9 @@ mod tests {
     #[test]
     fn vcpu_threads_get_less_than_the_device_thread() {
         let pid = 1;
-        let vcpu = rules(Thread::Vcpu, pid).unwrap();
-        let devices = rules(Thread::Devices, pid).unwrap();
-        let main = rules(Thread::Main, pid).unwrap();
+        let vcpu = rules(Thread::Vcpu, pid, &[]).unwrap();
+        let devices = rules(Thread::Devices, pid, &[]).unwrap();
+        let main = rules(Thread::Main, pid, &[]).unwrap();
         for call in [libc::SYS_accept4, libc::SYS_pwrite64, libc::SYS_epoll_wait] {
             assert!(devices.contains_key(&call) && !vcpu.contains_key(&call));
         }
@@ -290,5 +314,19 @@ mod tests {
         }
         assert!(!main.contains_key(&libc::SYS_ioctl));
         assert_eq!(KVM_RUN(), 0xAE80);
+        for call in [libc::SYS_sendmsg, libc::SYS_recvmsg] {
+            assert!(!vcpu.contains_key(&call));
+        }
+    }
+
+    #[test]
+    fn vcpu_threads_talk_vhost_user_on_the_daemon_sockets_alone() {
+        let vcpu = rules(Thread::Vcpu, 1, &[7, 9]).unwrap();
+        for call in [libc::SYS_sendmsg, libc::SYS_recvmsg] {
+            assert_eq!(vcpu[&call].len(), 2, "one rule per socket");
+        }
+        assert!(!vcpu.contains_key(&libc::SYS_sendto));
+        assert!(!vcpu.contains_key(&libc::SYS_socket));
+        assert!(Filters::build_for(&[7, 9]).is_ok());
     }
 }

@@ -9,6 +9,7 @@ mod pull;
 mod rootfs;
 mod stats;
 mod vmm;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -39,6 +40,8 @@ enum Which {
     Pull(pull::Args),
     /// Networking: our user-mode stack vs. passt behind the same VM: throughput, connects, CPU, RSS.
     Net(net::Args),
+    /// Volumes: a host directory over virtio-fs vs. the box's disk vs. `boxlite cp` in.
+    Volume(volume::Args),
 }
 
 /// Runs the chosen benchmark, in a release build of this tool (measuring debug code would be
@@ -60,5 +63,6 @@ pub fn run(args: Args) -> Result<()> {
         Which::Boot(args) => boot::run(args),
         Which::Pull(args) => pull::run(args),
         Which::Net(args) => net::run(args),
+        Which::Volume(args) => volume::run(args),
     }
 }

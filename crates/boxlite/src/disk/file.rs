@@ -135,6 +135,11 @@ impl ScratchDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Keeps the directory (it was renamed into place): nothing is removed.
+    pub fn forget(self) {
+        let _ = std::mem::ManuallyDrop::new(self);
+    }
 }
 
 impl Drop for ScratchDir {

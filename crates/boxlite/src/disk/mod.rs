@@ -21,7 +21,7 @@ pub use base::{
 };
 #[cfg(test)]
 pub use base::{ensure_base_disk, remove_base_disk};
-pub use file::remove_tree;
+pub use file::{ScratchDir, remove_tree, sync_dir};
 
 use crate::error::{Error, Result};
 use crate::options::{MAX_DISK_SIZE_MIB, MIN_DISK_SIZE_MIB};
@@ -39,9 +39,15 @@ pub fn create_box_disk(path: &Path, size_mib: u64) -> Result<()> {
             MAX_DISK_SIZE_MIB >> 10
         )));
     }
+    create_ext4_disk(path, size_mib, BOX_DISK_LABEL)
+}
+
+/// Creates a sparse ext4 disk of `size_mib` MiB labelled `label` at `path` (built at a
+/// temporary name beside it, then renamed; an existing `path` is never replaced).
+pub fn create_ext4_disk(path: &Path, size_mib: u64, label: &str) -> Result<()> {
     let mkfs = mkfs::program()?;
     let partial = file::Partial::create(path, size_mib << 20)?;
-    let mut args = mkfs::common_args(BOX_DISK_LABEL);
+    let mut args = mkfs::common_args(label);
     // Lazy init leaves inode tables and the journal to be zeroed on first use (and on a
     // sparse file, discarding already made them zero), so formatting writes a few MiB of
     // metadata, not the size of the disk.

@@ -34,6 +34,11 @@ impl Engine for Kvm {
         MAX_CPUS
     }
 
+    fn max_devices(&self) -> usize {
+        // boxlite-vmm's virtio-mmio windows, less its own entropy device.
+        VMM_VIRTIO_DEVICES - 1
+    }
+
     fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf> {
         options
             .vmm
@@ -99,6 +104,9 @@ impl Engine for Kvm {
                         .args(["--net-fd", &fd.to_string()])
                         .args(["--net-mac", &Device::mac_string(mac)]);
                 }
+                Device::Fs { fd, tag } => {
+                    command.arg("--fs").arg(format!("fd={fd},tag={tag}"));
+                }
             }
         }
         // `k`: boxlite-vmm ends the VM cleanly on the keyboard controller's reset.
@@ -111,6 +119,9 @@ impl Engine for Kvm {
         command
     }
 }
+
+/// boxlite-vmm's virtio-mmio windows (`vmm::layout::MAX_VIRTIO_DEVICES`: IRQs 5 to 23).
+const VMM_VIRTIO_DEVICES: usize = 19;
 
 #[cfg(test)]
 mod tests {
@@ -141,6 +152,7 @@ mod tests {
             "{args}"
         );
         assert!(args.contains("boxlite.hostaddr=10.0.2.2"), "{args}");
+        assert!(args.contains("--fs fd=6,tag=vol0"), "{args}");
         assert!(args.contains("--cpus 2 --memory 256"), "{args}");
         assert!(args.contains("reboot=k"), "{args}");
         assert!(args.contains("boxlite.port=/dev/hvc0"), "{args}");

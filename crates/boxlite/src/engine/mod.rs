@@ -41,6 +41,10 @@ pub trait Engine: Sync {
     /// The most vCPUs it runs a box with.
     fn max_cpus(&self) -> u32;
 
+    /// The most virtio devices (disks, the agent's channel, the network card, file systems)
+    /// it gives one box.
+    fn max_devices(&self) -> usize;
+
     /// Its program, where the options name it or where it is found.
     fn locate(&self, options: &RuntimeOptions) -> Option<PathBuf>;
 
@@ -96,6 +100,11 @@ impl ResolvedEngine {
     /// The most vCPUs it runs a box with.
     pub fn max_cpus(&self) -> u32 {
         self.engine().max_cpus()
+    }
+
+    /// The most virtio devices it gives one box.
+    pub fn max_devices(&self) -> usize {
+        self.engine().max_devices()
     }
 
     /// The engine's name.

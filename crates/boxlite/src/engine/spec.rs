@@ -95,6 +95,16 @@ pub enum Device {
         /// The card's MAC address.
         mac: [u8; 6],
     },
+    /// A virtio-fs device (a bind volume): one end of a connected Unix stream socket,
+    /// inherited by the VM process as descriptor `fd`, whose other end is a virtiofsd speaking
+    /// vhost-user; the guest mounts it by `tag`. Guest memory must be shareable with the
+    /// daemon (a memfd), which each engine arranges when a spec has one.
+    Fs {
+        /// The descriptor number in the VM process.
+        fd: i32,
+        /// The mount tag (at most 36 bytes, virtio-fs's field).
+        tag: String,
+    },
 }
 
 impl Device {
@@ -106,6 +116,19 @@ impl Device {
 }
 
 impl VmSpec {
+    /// How many virtio devices the spec has (the serial console is not one).
+    pub fn virtio_devices(&self) -> usize {
+        self.devices
+            .iter()
+            .filter(|d| !matches!(d, Device::Console { .. }))
+            .count()
+    }
+
+    /// Whether a device needs guest memory shared with another process (virtio-fs).
+    pub fn shares_memory(&self) -> bool {
+        self.devices.iter().any(|d| matches!(d, Device::Fs { .. }))
+    }
+
     /// The kernel command line every engine passes: `port` is how the agent finds its
     /// channel, `reboot` how the guest resets (`t`: triple fault, `k`: the keyboard
     /// controller). The supervisor lists the image's base disk first and the box's disk
@@ -148,6 +171,10 @@ impl VmSpec {
                 Device::Net {
                     fd: 5,
                     mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                },
+                Device::Fs {
+                    fd: 6,
+                    tag: "vol0".into(),
                 },
             ],
             net: Some(GuestNet {

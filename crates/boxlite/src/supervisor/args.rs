@@ -39,6 +39,9 @@ pub struct SupervisorArgs {
     /// The DNS servers the box's stack forwards allowed queries to.
     #[serde(default)]
     pub dns_upstream: Vec<std::net::SocketAddr>,
+    /// The virtio-fs daemon, when the box has bind volumes.
+    #[serde(default, with = "crate::pathbytes::option")]
+    pub virtiofsd: Option<PathBuf>,
     /// Test hook: the step at which the supervisor kills itself (see `failpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort_at: Option<String>,
@@ -102,6 +105,7 @@ mod tests {
             console_log_limit: 1 << 20,
             jail: true,
             dns_upstream: vec!["127.0.0.1:5353".parse().unwrap()],
+            virtiofsd: Some("/usr/libexec/virtiofsd".into()),
             abort_at: Some("start.vm".into()),
         };
         let bytes = args.to_bytes().unwrap();

@@ -134,7 +134,10 @@ pub fn for_box(
                 *path = pass(&mut jail, path, access)?;
             }
             // Connected sockets, not paths: nothing to open or allow.
-            Device::Console { .. } | Device::Agent { .. } | Device::Net { .. } => {}
+            Device::Console { .. }
+            | Device::Agent { .. }
+            | Device::Net { .. }
+            | Device::Fs { .. } => {}
         }
     }
     for channel in channels {
@@ -327,7 +330,10 @@ mod tests {
         for device in &jailed.devices {
             match device {
                 Device::Disk { path, .. } => assert!(fd(path), "{path:?}"),
-                Device::Console { fd } | Device::Agent { fd } | Device::Net { fd, .. } => {
+                Device::Console { fd }
+                | Device::Agent { fd }
+                | Device::Net { fd, .. }
+                | Device::Fs { fd, .. } => {
                     assert!(*fd > 2)
                 }
             }

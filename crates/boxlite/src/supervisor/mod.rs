@@ -15,6 +15,7 @@ pub(crate) mod jail;
 pub(crate) mod launch;
 mod network;
 mod relay;
+pub(crate) mod volumes;
 
 pub use args::SupervisorArgs;
 pub(crate) use boot::console_tail;
@@ -91,6 +92,36 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Asks the agent to mount the box's volumes (none: nothing to ask); an agent without the
+/// mount capability is an old initramfs.
+async fn mount_volumes(
+    guest: &Client,
+    hello: &Hello,
+    mounts: &[protocol::VolumeMount],
+) -> Result<()> {
+    if mounts.is_empty() {
+        return Ok(());
+    }
+    if !hello
+        .capabilities
+        .iter()
+        .any(|c| c == protocol::CAPABILITY_MOUNT)
+    {
+        return Err(Error::Boot {
+            message: format!(
+                "the guest agent ({}) cannot mount volumes; rebuild the initramfs \
+                 (cargo xtask guest)",
+                hello.agent_version
+            ),
+            console: String::new(),
+        });
+    }
+    guest
+        .mount(mounts)
+        .await
+        .map_err(|e| Error::protocol("mounting the box's volumes", e))
+}
+
 /// One box's supervisor, holding the box's liveness lock for its whole life.
 struct Supervisor {
     args: SupervisorArgs,
@@ -146,10 +177,28 @@ impl Supervisor {
                 return Err(e);
             }
         };
+        let started_volumes = volumes::BoxVolumes::start(
+            &self.record,
+            &Layout::new(&self.args.home),
+            &self.db,
+            &self.paths,
+            self.args.virtiofsd.as_deref(),
+            self.args.jail,
+            2,
+        );
+        let (box_volumes, volumes_vm) = match started_volumes {
+            Ok(started) => started,
+            Err(e) => {
+                stop_network(network);
+                self.finish(&Ending::Crashed(first_line(&e)))?;
+                return Err(e);
+            }
+        };
         let spec = self.spec(
             theirs.as_raw_fd(),
             console_theirs.as_raw_fd(),
             net_vm.as_ref(),
+            &volumes_vm,
         )?;
         let id = &self.record.id;
         self.db
@@ -168,6 +217,7 @@ impl Supervisor {
         // The channels go to the VM process through the jail, at the numbers the spec names.
         let mut channels: Vec<OwnedFd> = vec![theirs.into(), console_theirs.into()];
         channels.extend(net_vm.map(|vm_side| OwnedFd::from(vm_side.stream)));
+        channels.extend(volumes_vm.filesystems.into_iter().map(|(fd, _)| fd));
         let confined = if self.args.jail {
             jail::for_box(&spec, &self.args.engine, id, channels)
         } else {
@@ -187,6 +237,7 @@ impl Supervisor {
             Ok(spawned) => spawned,
             Err(e) => {
                 stop_network(network);
+                box_volumes.stop();
                 self.finish(&Ending::Crashed(e.to_string()))?;
                 return Err(e);
             }
@@ -212,12 +263,19 @@ impl Supervisor {
             &mut console,
         )
         .await;
+        let connected = match connected {
+            Ok((guest, hello)) => mount_volumes(&guest, &hello, box_volumes.mounts())
+                .await
+                .map(|()| (guest, hello)),
+            Err(e) => Err(e),
+        };
         let (guest, hello) = match connected {
             Ok(connected) => connected,
             Err(e) => {
                 kill(&mut vm, program.as_ref()).await;
                 let _ = jailed.finish();
                 stop_network(network);
+                box_volumes.stop();
                 self.finish(&Ending::Crashed(first_line(&e)))?;
                 return Err(e);
             }
@@ -249,6 +307,7 @@ impl Supervisor {
             .await;
         let _ = std::fs::remove_file(&socket);
         stop_network(network);
+        box_volumes.stop();
         // The VM has been reaped: its cgroup is empty.
         let _ = jailed.finish();
         self.finish(&ending)
@@ -261,6 +320,7 @@ impl Supervisor {
         agent_fd: RawFd,
         console_fd: RawFd,
         net: Option<&network::VmSide>,
+        volumes: &volumes::VmSide,
     ) -> Result<VmSpec> {
         let base = self
             .db
@@ -279,16 +339,24 @@ impl Supervisor {
                 path: self.paths.disk(),
                 read_only: false,
             },
-            Device::Agent { fd: agent_fd },
-            Device::Console { fd: console_fd },
         ];
+        // Named volumes follow the box's disk: `/dev/vdc`, `/dev/vdd`, … as the mounts say.
+        devices.extend(volumes.disks.iter().cloned());
+        devices.push(Device::Agent { fd: agent_fd });
+        devices.push(Device::Console { fd: console_fd });
+        for (fd, tag) in &volumes.filesystems {
+            devices.push(Device::Fs {
+                fd: fd.as_raw_fd(),
+                tag: tag.clone(),
+            });
+        }
         if let Some(net) = net {
             devices.push(Device::Net {
                 fd: net.stream.as_raw_fd(),
                 mac: netstack::addr::GUEST_MAC,
             });
         }
-        Ok(VmSpec {
+        let spec = VmSpec {
             kernel: self.args.kernel.clone(),
             initramfs: self.args.initramfs.clone(),
             cpus: self.record.options.cpus,
@@ -297,7 +365,17 @@ impl Supervisor {
             vm_log: self.paths.vm_log(),
             devices,
             net: net.map(|net| net.guest.clone()),
-        })
+        };
+        if spec.virtio_devices() > self.args.engine.max_devices() {
+            return Err(Error::InvalidInput(format!(
+                "box {}: {} virtio devices, but the {} engine has {}; attach fewer volumes",
+                self.record.name,
+                spec.virtio_devices(),
+                self.args.engine.name(),
+                self.args.engine.max_devices()
+            )));
+        }
+        Ok(spec)
     }
 
     /// Serves the box until its VM ends; how it ended.

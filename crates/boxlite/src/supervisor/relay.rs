@@ -89,6 +89,18 @@ pub async fn serve(
                     answer(down.reply, result).await;
                 });
             }
+            Request::Mount(mount) => {
+                // Volumes are the supervisor's to mount, at boot, from the box's options: a
+                // caller asking for one would bypass the host's locks and daemons.
+                let _ = mount
+                    .reply
+                    .error(
+                        ErrorKind::PermissionDenied,
+                        "volumes are mounted by the box's supervisor at boot; \
+                         attach them with the box's options",
+                    )
+                    .await;
+            }
             Request::Shutdown(reply) => {
                 // The supervisor drives the shutdown (it must also see the VM end); if it is
                 // already gone the reply is dropped, which the caller sees as the end.

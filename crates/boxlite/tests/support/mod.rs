@@ -131,6 +131,7 @@ pub fn options_for(home: &Path, kernel: &Path, initramfs: &Path) -> RuntimeOptio
     options.initramfs = Some(initramfs.to_path_buf());
     // Inside nested-kvm's L1, where the test finds our VMM.
     options.vmm = std::env::var_os("BOXLITE_VMM").map(PathBuf::from);
+    options.virtiofsd = std::env::var_os("BOXLITE_VIRTIOFSD").map(PathBuf::from);
     options.supervisor = Some(SupervisorCommand {
         program: env!("CARGO_BIN_EXE_boxlite-supervisor").into(),
         args: Vec::new(),

@@ -8,6 +8,7 @@ pub mod lifecycle;
 pub mod ls;
 pub mod pull;
 pub mod run;
+pub mod volume;
 
 use std::io::IsTerminal;
 

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, bail};
 use boxlite::{
     BoxCommand, BoxOptions, DEFAULT_CPUS, DEFAULT_MEMORY_MIB, EngineKind, LiteBox, NetworkMode,
-    PortMapping, PullPolicy, RemoveMode, Runtime,
+    PortMapping, PullPolicy, RemoveMode, Runtime, Volume,
 };
 use tokio::sync::mpsc;
 
@@ -61,6 +61,10 @@ pub struct BoxFlags {
     /// a free port (see `boxlite ls`).
     #[arg(short = 'p', long = "publish", value_name = "PORTS")]
     publish: Vec<String>,
+    /// Mount a volume (repeatable): HOSTDIR:GUESTPATH[:ro] shares a host directory live;
+    /// NAME:GUESTPATH[:ro] attaches a named volume (`boxlite volume create`).
+    #[arg(short = 'v', long = "volume", value_name = "SOURCE:GUESTPATH[:ro]")]
+    volume: Vec<String>,
 }
 
 impl BoxFlags {
@@ -86,6 +90,9 @@ impl BoxFlags {
         for port in &self.publish {
             options.network.publish.push(port.parse::<PortMapping>()?);
         }
+        for volume in &self.volume {
+            options.volumes.push(parse_volume(volume)?);
+        }
         options.validate()?;
         Ok(options)
     }
@@ -99,6 +106,29 @@ impl BoxFlags {
         options.pull = PullPolicy::Never;
         Ok(())
     }
+}
+
+/// A `-v` value, a relative host directory (`./dir`, `../dir`) made absolute from the
+/// current directory first, as docker does.
+fn parse_volume(value: &str) -> Result<Volume> {
+    if value.starts_with("./")
+        || value.starts_with("../")
+        || value == "."
+        || value.starts_with(".:")
+    {
+        let (dir, rest) = value.split_once(':').unwrap_or((value, ""));
+        let absolute = std::env::current_dir()
+            .context("finding the current directory for a relative -v path")?
+            .join(dir);
+        let absolute = absolute
+            .canonicalize()
+            .with_context(|| format!("-v {value}: the host directory {}", absolute.display()))?;
+        let absolute = absolute
+            .to_str()
+            .with_context(|| format!("-v {value}: the host path is not UTF-8"))?;
+        return Ok(format!("{absolute}:{rest}").parse::<Volume>()?);
+    }
+    Ok(value.parse::<Volume>()?)
 }
 
 /// `boxlite run`.
@@ -196,11 +226,16 @@ pub async fn run(global: &Global, args: RunArgs) -> Result<u8> {
         println!("{}", litebox.id());
         return Ok(0);
     }
+    // A named volume outlives the box: its disk must be unmounted cleanly.
+    let keeps_disks = options
+        .volumes
+        .iter()
+        .any(|v| matches!(v.source, boxlite::VolumeSource::Named { .. }));
     let litebox = runtime.create(options).await?;
     let result = run_in(&litebox, argv, how).await;
     // Like docker, the box ends with its command: nothing else runs in it. A box about to be
     // removed needs no clean power-off (its disk is deleted), so it is stopped at once.
-    let stopped = if args.rm {
+    let stopped = if args.rm && !keeps_disks {
         litebox.stop_with_grace(std::time::Duration::ZERO).await
     } else {
         litebox.stop().await

@@ -38,7 +38,9 @@ impl End {
                 peer: "agent",
                 reason,
             },
-            End::Exit(_) => Error::InvalidMessage("the agent answered exit to a transfer".into()),
+            End::Exit(_) => {
+                Error::InvalidMessage("the agent answered exit to a transfer or mount".into())
+            }
             End::Done => Error::InvalidMessage("the agent answered done to an exec".into()),
         }
     }

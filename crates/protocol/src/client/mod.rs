@@ -26,7 +26,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::frame::{MAX_DATA_CHUNK, Stream};
-use crate::message::{ExecRequest, Hello, HostMessage, PROTOCOL_VERSION};
+use crate::message::{ExecRequest, Hello, HostMessage, PROTOCOL_VERSION, VolumeMount};
 use crate::mux::{self, Lane, Link, Stats};
 
 pub use execution::{ExecOutput, ExecStdin, Execution};
@@ -235,6 +235,25 @@ impl Client {
             context: format!("writing the download of {path}"),
             source,
         })
+    }
+
+    /// Mounts `volumes` inside the box's root, in order (parents first); returns once the
+    /// agent mounted them all, or fails with its error naming the volume that failed (the
+    /// ones before it stay mounted). Check the hello for [`crate::CAPABILITY_MOUNT`] first:
+    /// an older agent does not know the request.
+    pub async fn mount(&self, volumes: &[VolumeMount]) -> Result<()> {
+        let message = HostMessage::Mount {
+            volumes: volumes.to_vec(),
+        };
+        message.validate()?;
+        let mut open = self.open_channel()?;
+        self.link.send(open.channel, &message, Lane::Urgent).await?;
+        let end = wait_end(&mut open.events).await;
+        open.disarm();
+        match end? {
+            End::Done => Ok(()),
+            other => Err(other.into_error()),
+        }
     }
 
     /// Measures a round trip to the agent.

@@ -26,7 +26,7 @@ fn wire_form_is_the_documented_json() {
     let json: serde_json::Value = serde_json::from_slice(&encode_message(&hello).unwrap()).unwrap();
     assert_eq!(
         json,
-        serde_json::json!({"type": "hello", "agent_version": "0.1.0", "protocol_version": [1, 0],
+        serde_json::json!({"type": "hello", "agent_version": "0.1.0", "protocol_version": [1, 1],
                            "capabilities": [], "boot_time_ns": 5})
     );
     assert_eq!(
@@ -64,6 +64,20 @@ fn every_message_round_trips() {
         HostMessage::Download {
             path: "/etc/hosts".into(),
         },
+        HostMessage::Mount {
+            volumes: vec![
+                virtiofs("/data", "vol0"),
+                VolumeMount {
+                    source: MountSource::Disk {
+                        device: "/dev/vdzz".into(),
+                        fstype: "ext4".into(),
+                    },
+                    path: "/data/named".into(),
+                    read_only: true,
+                },
+            ],
+        },
+        HostMessage::Mount { volumes: vec![] },
         HostMessage::Cancel {},
         HostMessage::Ping { nonce: u64::MAX },
         HostMessage::Shutdown {},
@@ -244,4 +258,181 @@ fn exit_status_success() {
         .success()
     );
     assert!(!ExitStatus::default().success());
+}
+
+fn virtiofs(path: &str, tag: &str) -> VolumeMount {
+    VolumeMount {
+        source: MountSource::Virtiofs { tag: tag.into() },
+        path: path.into(),
+        read_only: false,
+    }
+}
+
+fn disk(path: &str, device: &str, fstype: &str) -> VolumeMount {
+    VolumeMount {
+        source: MountSource::Disk {
+            device: device.into(),
+            fstype: fstype.into(),
+        },
+        path: path.into(),
+        read_only: false,
+    }
+}
+
+fn mount(volumes: Vec<VolumeMount>) -> Result<()> {
+    HostMessage::Mount { volumes }.validate()
+}
+
+#[test]
+fn mount_wire_form_is_the_documented_json() {
+    let m = HostMessage::Mount {
+        volumes: vec![
+            virtiofs("/src", "boxlite-vol-0"),
+            disk("/var/lib/db", "/dev/vdc", "ext4"),
+        ],
+    };
+    let json: serde_json::Value = serde_json::from_slice(&encode_message(&m).unwrap()).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"type": "mount", "volumes": [
+            {"source": {"kind": "virtiofs", "tag": "boxlite-vol-0"}, "path": "/src",
+             "read_only": false},
+            {"source": {"kind": "disk", "device": "/dev/vdc", "fstype": "ext4"},
+             "path": "/var/lib/db", "read_only": false},
+        ]})
+    );
+    // `read_only` may be left out: read-write.
+    let m = host(
+        r#"{"type":"mount","volumes":[{"source":{"kind":"virtiofs","tag":"t"},"path":"/a"}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        m,
+        HostMessage::Mount {
+            volumes: vec![virtiofs("/a", "t")]
+        }
+    );
+    assert_eq!(m.name(), "mount");
+    let e =
+        host(r#"{"type":"mount","volumes":[{"source":{"kind":"nfs"},"path":"/a"}]}"#).unwrap_err();
+    assert!(e.to_string().contains("nfs"), "{e}");
+}
+
+#[test]
+fn mount_accepts_the_documented_shapes() {
+    mount(vec![]).unwrap();
+    mount(vec![
+        virtiofs("/data", &"t".repeat(MAX_TAG_LEN)),
+        virtiofs("/data/sub/./deeper", "x"),
+        disk("/vda", "/dev/vda", "ext4"),
+        disk("/vdzzz", "/dev/vdzzz", "ext4"),
+        disk("/loop", "/dev/loop12", "ext4"),
+        disk("/with..dots", "/dev/vdb", "ext4"),
+    ])
+    .unwrap();
+    let many: Vec<_> = (0..MAX_VOLUMES)
+        .map(|i| virtiofs(&format!("/v{i}"), "t"))
+        .collect();
+    mount(many).unwrap();
+}
+
+#[track_caller]
+fn refused(volumes: Vec<VolumeMount>, needles: &[&str]) {
+    let e = mount(volumes).unwrap_err();
+    assert!(matches!(e, Error::InvalidMessage(_)), "{e}");
+    let text = e.to_string();
+    for needle in needles {
+        assert!(text.contains(needle), "{needle:?} not in {text}");
+    }
+}
+
+#[test]
+fn mount_refuses_each_bad_field_by_name() {
+    let too_many: Vec<_> = (0..=MAX_VOLUMES)
+        .map(|i| virtiofs(&format!("/v{i}"), "t"))
+        .collect();
+    refused(too_many, &["17 volumes", "more than 16"]);
+    // Tags: empty, too long for the device's config field, NUL.
+    refused(
+        vec![virtiofs("/a", "")],
+        &["volumes[0].source.tag", "1..=36"],
+    );
+    refused(
+        vec![
+            virtiofs("/a", "ok"),
+            virtiofs("/b", &"t".repeat(MAX_TAG_LEN + 1)),
+        ],
+        &["volumes[1].source.tag"],
+    );
+    refused(
+        vec![virtiofs("/a", "t\0")],
+        &["volumes[0].source.tag", "NUL"],
+    );
+    // Paths: relative, NUL, too long, `..`, the root itself.
+    refused(
+        vec![virtiofs("data", "t")],
+        &["volumes[0].path", "absolute"],
+    );
+    refused(vec![virtiofs("/da\0ta", "t")], &["volumes[0].path", "NUL"]);
+    let long = format!("/{}", "a".repeat(MAX_PATH_LEN));
+    refused(vec![virtiofs(&long, "t")], &["volumes[0].path", "4096"]);
+    refused(
+        vec![virtiofs("/data/../etc", "t")],
+        &["volumes[0].path", "`..`"],
+    );
+    refused(vec![virtiofs("/..", "t")], &["`..`"]);
+    for root in ["/", "//", "/.", "/./"] {
+        refused(vec![virtiofs(root, "t")], &["volumes[0].path", "root"]);
+    }
+    // Devices: only virtio disks (and loop devices for host-mode tests).
+    for device in [
+        "/dev/sda",
+        "/dev/vd",
+        "/dev/vdA",
+        "/dev/vdaaaa",
+        "/dev/vda1",
+        "vda",
+        "/dev/loop",
+        "/dev/loopx",
+        "/dev/loop12345678",
+        "/dev/../dev/vda",
+        "",
+    ] {
+        refused(
+            vec![disk("/a", device, "ext4")],
+            &["volumes[0].source.device", "/dev/vd"],
+        );
+    }
+    refused(
+        vec![disk("/a", "/dev/vdc", "xfs")],
+        &["volumes[0].source.fstype", "\"xfs\"", "ext4"],
+    );
+    refused(vec![disk("/a", "/dev/vdc", "")], &["fstype"]);
+    // The same path twice, however it is spelled.
+    refused(
+        vec![
+            virtiofs("/a", "t"),
+            virtiofs("/b", "u"),
+            disk("/a/", "/dev/vdb", "ext4"),
+        ],
+        &["volumes[2].path", "volumes[0].path", "one volume per path"],
+    );
+    refused(
+        vec![virtiofs("/a/b", "t"), virtiofs("//a/./b", "u")],
+        &["volumes[1].path"],
+    );
+}
+
+#[test]
+fn mount_lists_stop_at_their_cap_while_parsing() {
+    let one = r#"{"source":{"kind":"virtiofs","tag":"t"},"path":"/a"}"#;
+    let list = vec![one; MAX_VOLUMES + 1].join(",");
+    let e = host(&format!(r#"{{"type":"mount","volumes":[{list}]}}"#)).unwrap_err();
+    assert!(e.to_string().contains("more than 16 volumes"), "{e}");
+}
+
+#[test]
+fn the_mount_capability_is_named() {
+    assert_eq!(CAPABILITY_MOUNT, "mount");
+    assert!(CAPABILITY_MOUNT.len() <= MAX_CAPABILITY_LEN);
 }

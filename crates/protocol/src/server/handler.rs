@@ -6,7 +6,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::events::{EventSender, events};
-use super::{Download, Exec, ExecEvent, Reply, Request, ShutdownReply, Upload};
+use super::{Download, Exec, ExecEvent, Mount, Reply, Request, ShutdownReply, Upload};
 use crate::error::Result;
 use crate::frame::Stream;
 use crate::message::{ErrorKind, GuestMessage, HostMessage, decode_host_message};
@@ -80,7 +80,10 @@ impl ServerHandler {
             };
         }
         match message {
-            HostMessage::Exec(_) | HostMessage::Upload { .. } | HostMessage::Download { .. }
+            HostMessage::Exec(_)
+            | HostMessage::Upload { .. }
+            | HostMessage::Download { .. }
+            | HostMessage::Mount { .. }
                 if !link.open_channel(channel) =>
             {
                 let m = format!(
@@ -128,6 +131,15 @@ impl ServerHandler {
                     reply: Reply::new(link.clone(), channel),
                 };
                 self.deliver(Request::Download(download)).await;
+                Ok(())
+            }
+            HostMessage::Mount { volumes } => {
+                // No streams: the answer is the whole result.
+                let mount = Mount {
+                    volumes,
+                    reply: Reply::new(link.clone(), channel),
+                };
+                self.deliver(Request::Mount(mount)).await;
                 Ok(())
             }
             HostMessage::Signal { signal, group } => {

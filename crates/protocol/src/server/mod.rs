@@ -21,6 +21,10 @@
 //!         }
 //!         Request::Upload(up) => drop(up),
 //!         Request::Download(down) => drop(down),
+//!         Request::Mount(mount) => {
+//!             // mount each of mount.volumes, in order, then:
+//!             let _ = mount.reply.done().await;
+//!         }
 //!         Request::Shutdown(reply) => {
 //!             // sync filesystems, then:
 //!             reply.shutting_down().await?;
@@ -44,7 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
-use crate::message::{ErrorKind, ExecRequest, ExitStatus, GuestMessage, Hello};
+use crate::message::{ErrorKind, ExecRequest, ExitStatus, GuestMessage, Hello, VolumeMount};
 use crate::mux::{self, Lane, Link, Stats, StreamReader, StreamWriter};
 
 pub use events::ExecEvents;
@@ -77,6 +81,8 @@ pub enum Request {
     Upload(Upload),
     /// Send a path as a tar stream.
     Download(Download),
+    /// Mount volumes inside the box's root.
+    Mount(Mount),
     /// Sync, answer, power off.
     Shutdown(ShutdownReply),
 }
@@ -139,6 +145,15 @@ pub struct Download {
     /// Where the tar stream goes; writes fail if the host cancels.
     pub data: StreamWriter,
     /// Answer `done` (after closing `data`), or `error`.
+    pub reply: Reply,
+}
+
+/// A `mount` request.
+#[derive(Debug)]
+pub struct Mount {
+    /// The volumes, in the order to mount them (validated: absolute paths, no duplicates).
+    pub volumes: Vec<VolumeMount>,
+    /// Answer `done` once all are mounted, or `error` naming the volume that failed.
     pub reply: Reply,
 }
 
@@ -242,7 +257,7 @@ impl Reply {
         self.finish(GuestMessage::Exit(status)).await
     }
 
-    /// Tells the host the transfer is complete (after a download's stream).
+    /// Tells the host the transfer (after a download's stream) or the mount is complete.
     pub async fn done(self) -> Result<()> {
         self.finish(GuestMessage::Done {}).await
     }

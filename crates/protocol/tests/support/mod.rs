@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use protocol::client::Client;
 use protocol::frame::{Frame, FrameDecoder, encode};
-use protocol::server::{Connection, Download, Exec, ExecEvent, Request, Upload};
-use protocol::{ErrorKind, ExitStatus, Hello};
+use protocol::server::{Connection, Download, Exec, ExecEvent, Mount, Request, Upload};
+use protocol::{CAPABILITY_MOUNT, ErrorKind, ExitStatus, Hello, MountSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
@@ -49,10 +49,13 @@ pub async fn pair() -> Pair {
 }
 
 /// Serves one connection until shutdown or until it closes.
-pub async fn agent(io: UnixStream, files: Files) {
-    let mut conn = Connection::start(io, Hello::new("test-agent", 42))
-        .await
-        .unwrap();
+pub async fn agent<IO>(io: IO, files: Files)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut hello = Hello::new("test-agent", 42);
+    hello.capabilities = vec![CAPABILITY_MOUNT.into()];
+    let mut conn = Connection::start(io, hello).await.unwrap();
     // Aborting the agent (or powering off) takes everything in flight with it.
     let mut tasks = AbortOnDrop(Vec::new());
     while let Some(request) = conn.next_request().await {
@@ -61,6 +64,7 @@ pub async fn agent(io: UnixStream, files: Files) {
             Request::Exec(exec) => tasks.0.push(tokio::spawn(run(exec, stats, files.clone()))),
             Request::Upload(up) => tasks.0.push(tokio::spawn(upload(up, files.clone()))),
             Request::Download(down) => tasks.0.push(tokio::spawn(download(down, files.clone()))),
+            Request::Mount(m) => tasks.0.push(tokio::spawn(mount(m, files.clone()))),
             Request::Shutdown(reply) => {
                 reply.shutting_down().await.unwrap();
                 break;
@@ -279,6 +283,31 @@ async fn download(mut down: Download, files: Files) {
     }
     down.data.close().await.unwrap();
     down.reply.done().await.unwrap();
+}
+
+/// Records each volume as the file `mounted:PATH` holding its source; a volume at `/fail`
+/// fails (after the ones before it), one at `/hang` is never answered.
+async fn mount(m: Mount, files: Files) {
+    for volume in &m.volumes {
+        match volume.path.as_str() {
+            "/fail" => {
+                let message = format!("mounting volume {}: no such device", volume.path);
+                m.reply.error(ErrorKind::NotFound, message).await.unwrap();
+                return;
+            }
+            "/hang" => std::future::pending::<()>().await,
+            _ => {}
+        }
+        let source = match &volume.source {
+            MountSource::Virtiofs { tag } => format!("virtiofs:{tag}"),
+            MountSource::Disk { device, fstype } => format!("{fstype}:{device}"),
+        };
+        files
+            .lock()
+            .unwrap()
+            .insert(format!("mounted:{}", volume.path), source.into_bytes());
+    }
+    m.reply.done().await.unwrap();
 }
 
 /// One end of a socket spoken in raw frames.

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use vmm::config::{Boot, Disk, VmConfig};
+use vmm::config::{Boot, Disk, FsDevice, VmConfig};
 use vmm::devices::virtio::console::Backend;
 use vmm::exit::ExitReason;
 use vmm::{builder, host};
@@ -61,6 +61,12 @@ struct Args {
     /// N (same framing; the other end is the host's network stack, with no path to race for).
     #[arg(long, value_name = "N")]
     net_fd: Option<i32>,
+    /// Share a directory through virtio-fs, served by a vhost-user daemon (virtiofsd):
+    /// `fd=N,tag=TAG` on the connected Unix stream socket inherited as descriptor N, or
+    /// `path=PATH,tag=TAG` connecting to the daemon's listening socket at PATH (no commas).
+    /// The guest mounts it with `mount -t virtiofs TAG DIR`; repeat for more.
+    #[arg(long = "fs", value_name = "fd=N,tag=TAG|path=PATH,tag=TAG")]
+    fs: Vec<String>,
     /// The network card's MAC address.
     #[arg(long, default_value = DEFAULT_MAC)]
     net_mac: String,
@@ -128,6 +134,79 @@ fn parse_disk(s: &str) -> Result<Disk, String> {
         path: PathBuf::from(path),
         read_only,
     })
+}
+
+/// Where an `--fs` device's daemon is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FsSource {
+    /// An inherited, connected socket.
+    Fd(i32),
+    /// A listening socket to connect to.
+    Path(PathBuf),
+}
+
+/// One `--fs SPEC`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FsSpec {
+    source: FsSource,
+    tag: String,
+}
+
+fn parse_fs(s: &str) -> Result<FsSpec, String> {
+    let bad = |why: String| format!("--fs {s:?}: {why} (fd=N,tag=TAG or path=PATH,tag=TAG)");
+    let (mut source, mut tag) = (None, None);
+    for part in s.split(',') {
+        let Some((key, value)) = part.split_once('=') else {
+            return Err(bad(format!("{part:?} is not KEY=VALUE")));
+        };
+        let new = match key {
+            "fd" => match value.parse() {
+                Ok(n) => source.replace(FsSource::Fd(n)).is_none(),
+                Err(_) => return Err(bad(format!("fd {value:?} is not a number"))),
+            },
+            "path" if value.is_empty() => return Err(bad("empty path".into())),
+            "path" => source.replace(FsSource::Path(value.into())).is_none(),
+            "tag" => tag.replace(value.to_string()).is_none(),
+            _ => return Err(bad(format!("unknown key {key:?}"))),
+        };
+        if !new {
+            return Err(bad("fd/path or tag given twice".into()));
+        }
+    }
+    let source = source.ok_or_else(|| bad("no fd= or path=".into()))?;
+    let tag = tag.ok_or_else(|| bad("no tag=".into()))?;
+    vmm::devices::virtio::fs::check_tag(&tag).map_err(|e| bad(e.to_string()))?;
+    Ok(FsSpec { source, tag })
+}
+
+/// The `--fs` devices, connected, refusing a descriptor named twice (by `--fs` or another
+/// `--*-fd` flag): two owners would close it twice.
+fn fs_devices(args: &Args) -> Result<Vec<FsDevice>, String> {
+    let specs = args
+        .fs
+        .iter()
+        .map(|s| parse_fs(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut fds: Vec<i32> = [args.console_fd, args.net_fd, args.serial_fd]
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut devices = Vec::new();
+    for spec in specs {
+        let socket = match &spec.source {
+            FsSource::Fd(n) => {
+                if fds.contains(n) {
+                    return Err(format!("--fs fd={n}: descriptor {n} is already in use"));
+                }
+                fds.push(*n);
+                UnixStream::from(inherited(Some(*n), "--fs fd")?)
+            }
+            FsSource::Path(path) => UnixStream::connect(path)
+                .map_err(|e| format!("--fs path={}: {e}", path.display()))?,
+        };
+        devices.push(FsDevice::new(socket, &spec.tag).map_err(|e| e.to_string())?);
+    }
+    Ok(devices)
 }
 
 fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
@@ -225,6 +304,10 @@ fn main() -> ExitCode {
             Err(e) => return fail(2, e),
         }
     }
+    match fs_devices(&args) {
+        Ok(fs) => config.fs = fs,
+        Err(e) => return fail(2, e),
+    }
     let mut machine = match builder::build(config) {
         Ok(m) => m,
         Err(
@@ -257,7 +340,7 @@ fn main() -> ExitCode {
         None => None,
     };
     if args.seccomp == Switch::On {
-        match vmm::seccomp::Filters::build() {
+        match vmm::seccomp::Filters::build_for(&machine.vhost_user_sockets()) {
             Ok(filters) => machine.set_seccomp(filters),
             Err(e) => return fail(1, e),
         }
@@ -349,5 +432,67 @@ mod tests {
         ];
         assert!(Args::try_parse_from(both).is_err());
         assert!(inherited(Some(1), "--net-fd").is_err());
+    }
+
+    #[test]
+    fn fs_specs_are_an_fd_or_a_path_and_a_tag() {
+        assert_eq!(
+            parse_fs("fd=7,tag=rootfs"),
+            Ok(FsSpec {
+                source: FsSource::Fd(7),
+                tag: "rootfs".into()
+            })
+        );
+        assert_eq!(
+            parse_fs("tag=data,path=/run/vfsd.sock"),
+            Ok(FsSpec {
+                source: FsSource::Path("/run/vfsd.sock".into()),
+                tag: "data".into()
+            })
+        );
+        for (spec, why) in [
+            ("fd=7", "no tag="),
+            ("tag=x", "no fd= or path="),
+            ("fd=x,tag=a", "not a number"),
+            ("fd=7,path=/s,tag=a", "given twice"),
+            ("fd=7,tag=a,tag=b", "given twice"),
+            ("fd=7,tag=a,cache=auto", "unknown key"),
+            ("fd=7,tag", "not KEY=VALUE"),
+            ("path=,tag=a", "empty path"),
+            ("fd=7,tag=", "empty"),
+            (&format!("fd=7,tag={}", "t".repeat(37)), "at most 36"),
+        ] {
+            let err = parse_fs(spec).unwrap_err();
+            assert!(err.contains(why), "{spec}: {err}");
+        }
+        let args = Args::try_parse_from([
+            "vmm",
+            "--kernel",
+            "k",
+            "--fs",
+            "fd=5,tag=a",
+            "--fs",
+            "path=/s,tag=b",
+        ])
+        .unwrap();
+        assert_eq!(args.fs.len(), 2);
+    }
+
+    #[test]
+    fn an_fs_descriptor_cannot_be_used_twice() {
+        let args = Args::try_parse_from([
+            "vmm",
+            "--kernel",
+            "k",
+            "--net-fd",
+            "5",
+            "--fs",
+            "fd=5,tag=a",
+        ])
+        .unwrap();
+        let err = fs_devices(&args).unwrap_err();
+        assert!(err.contains("already in use"), "{err}");
+        let args = Args::try_parse_from(["vmm", "--kernel", "k", "--fs", "fd=1,tag=a"]).unwrap();
+        assert!(fs_devices(&args).unwrap_err().contains("standard stream"));
     }
 }

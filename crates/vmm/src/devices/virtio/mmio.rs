@@ -95,7 +95,10 @@ pub struct MmioTransport {
     mem: GuestMemory,
     interrupt: Arc<Interrupt>,
     queues: Vec<Queue>,
-    queue_events: Vec<EventFd>,
+    queue_events: Vec<Arc<EventFd>>,
+    /// Written when the fds the device wants watched may have changed (it activated or
+    /// reset), so the device thread looks again; set by the event loop.
+    refresh: Option<Arc<EventFd>>,
     status: u32,
     device_features_sel: u32,
     driver_features_sel: u32,
@@ -117,9 +120,9 @@ impl MmioTransport {
         for &max in device.queue_max_sizes() {
             queues
                 .push(Queue::new(max).map_err(|e| Error::Config(format!("queue of {max}: {e}")))?);
-            queue_events.push(
+            queue_events.push(Arc::new(
                 EventFd::new(EFD_NONBLOCK).map_err(Error::io("creating", "a queue eventfd"))?,
-            );
+            ));
         }
         Ok(MmioTransport {
             device,
@@ -127,6 +130,7 @@ impl MmioTransport {
             interrupt,
             queues,
             queue_events,
+            refresh: None,
             status: 0,
             device_features_sel: 0,
             driver_features_sel: 0,
@@ -139,7 +143,29 @@ impl MmioTransport {
 
     /// The eventfd signalled when the guest notifies queue `index` (for ioeventfd).
     pub fn queue_event(&self, index: usize) -> Option<&EventFd> {
-        self.queue_events.get(index)
+        self.queue_events.get(index).map(|e| &**e)
+    }
+
+    /// Whether the queue eventfds belong to the device's backend, not the device thread.
+    pub fn backend_takes_kicks(&self) -> bool {
+        self.device.backend_takes_kicks()
+    }
+
+    /// The device's vhost-user socket, if it has one.
+    pub fn vhost_user_socket(&self) -> Option<RawFd> {
+        self.device.vhost_user_socket()
+    }
+
+    /// Has the transport write `event` whenever the device's watches may have changed.
+    pub fn set_refresh(&mut self, event: Arc<EventFd>) {
+        self.refresh = Some(event);
+    }
+
+    fn refresh_watches(&self) {
+        if let Some(e) = &self.refresh {
+            // A full counter already means a pending wakeup.
+            let _ = e.write(1);
+        }
     }
 
     /// Number of queues.
@@ -174,6 +200,9 @@ impl MmioTransport {
 
     /// Handles a notification of queue `index`: drains its eventfd and lets the device work.
     pub fn handle_queue_event(&mut self, index: usize) {
+        if self.device.backend_takes_kicks() {
+            return;
+        }
         if let Some(event) = self.queue_events.get(index) {
             let _ = event.read();
         }
@@ -238,6 +267,7 @@ impl MmioTransport {
             q.reset();
         }
         self.interrupt.clear();
+        self.refresh_watches();
     }
 
     fn set_status(&mut self, value: u32) {
@@ -262,6 +292,7 @@ impl MmioTransport {
         if added & status::DRIVER_OK != 0 && value & status::FEATURES_OK != 0 && !self.active {
             let result = self.activate();
             self.check(result);
+            self.refresh_watches();
         }
     }
 
@@ -284,6 +315,7 @@ impl MmioTransport {
             queues,
             interrupt: self.interrupt.clone(),
             features: self.driver_features,
+            queue_events: self.queue_events.clone(),
         })?;
         // Buffers may already wait; a first pass over every queue picks them up.
         for e in &self.queue_events {

@@ -10,6 +10,7 @@
 pub mod block;
 pub mod chain;
 pub mod console;
+pub mod fs;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;
@@ -19,6 +20,7 @@ use std::os::fd::RawFd;
 use std::sync::Arc;
 
 use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
 
 pub use interrupt::Interrupt;
 
@@ -38,6 +40,8 @@ pub mod device_type {
     pub const CONSOLE: u32 = 3;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// File system (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// What a device gets when the driver sets `DRIVER_OK`.
@@ -50,6 +54,9 @@ pub struct Activation {
     pub interrupt: Arc<Interrupt>,
     /// The features the driver accepted.
     pub features: u64,
+    /// The eventfd KVM signals when the guest notifies each queue: a vhost-user device
+    /// passes them to its daemon (see [`VirtioDevice::backend_takes_kicks`]).
+    pub queue_events: Vec<Arc<EventFd>>,
 }
 
 /// Which host fd a device wants watched, and for what.
@@ -100,5 +107,16 @@ pub trait VirtioDevice: Send {
     /// A watched fd became ready.
     fn process_backend(&mut self, _fd: RawFd, _ready: Readiness) -> Result<()> {
         Ok(())
+    }
+    /// Whether the guest's queue notifications go to an external backend (a vhost-user
+    /// daemon reads the queue eventfds itself): the device thread must then never read
+    /// them, or it would steal the daemon's kicks.
+    fn backend_takes_kicks(&self) -> bool {
+        false
+    }
+    /// The vhost-user socket the device talks to while the guest programs it (on the vCPU
+    /// thread), for the seccomp rules that allow exactly that socket.
+    fn vhost_user_socket(&self) -> Option<RawFd> {
+        None
     }
 }
