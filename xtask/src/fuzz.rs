@@ -8,7 +8,7 @@ use clap::Args as ClapArgs;
 use crate::sh;
 
 /// The fuzz targets in `fuzz/fuzz_targets`, each with seeds under `fuzz/seeds/<name>`.
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 11] = [
     "extract_layer",
     "untar",
     "parse_image_json",
@@ -18,6 +18,8 @@ pub const TARGETS: [&str; 9] = [
     "registry_input",
     "net_policy",
     "net_frames",
+    "erofs_tar",
+    "erofs_merged",
 ];
 
 /// Arguments of `cargo xtask fuzz`.

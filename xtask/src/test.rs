@@ -24,6 +24,8 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     // XFS with reflinks: crates/fastcopy/src/testutil/mount.rs, crates/oci-layers/tests/rootfs_*.
     ("mkfs.xfs", "xfsprogs"),
+    // EROFS images checked by a second reader: crates/erofs/tests, crates/boxlite/src/disk.
+    ("fsck.erofs", "erofs-utils"),
     // Loop devices and mounts: crates/guest/tests/pid1.rs, crates/fastcopy/src/testutil.
     ("losetup", "mount"),
     // unshare (crates/guest/tests/{pid1,support}), setpriv (crates/guest/tests/exec.rs).

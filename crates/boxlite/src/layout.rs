@@ -3,7 +3,7 @@
 //! ```text
 //! <home>/state.db                 boxes, base disks, their relations (SQLite)
 //! <home>/images/ layers/ locks/   the image store and layer cache (oci-layers)
-//! <home>/disks/<alg>/<hex>.ext4   read-only base disk of an image (by manifest digest)
+//! <home>/disks/<alg>/<hex>.erofs  read-only base disk of an image (by manifest digest)
 //! <home>/boxes/<id prefix>/       one box: disk.ext4, console.log, box.sock,
 //!                                 supervisor.lock, supervisor.log, vm.log
 //! <home>/trash/                   removed boxes' directories, being deleted
@@ -54,7 +54,7 @@ impl Layout {
     pub fn base_disk(&self, digest: &Digest) -> PathBuf {
         self.disks_dir()
             .join(digest.algorithm().name())
-            .join(format!("{}.ext4", digest.hex()))
+            .join(format!("{}.erofs", digest.hex()))
     }
 
     /// Scratch space on the same filesystem as the disks (for build-then-rename).

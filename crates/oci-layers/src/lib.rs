@@ -23,7 +23,7 @@ pub use builder::LayoutBuilder;
 pub use cache::{CachedLayer, LayerCache};
 pub use digest::{Algorithm, Digest};
 pub use error::{Error, Result};
-pub use extract::{ExtractOptions, Extracted, extract_layer};
+pub use extract::{ExtractOptions, Extracted, extract_layer, stream_layer};
 pub use image::{GcReport, Image, ImageRecord, LayerRecord};
 pub use partial::PartialBlob;
 pub use progress::Progress;

@@ -325,6 +325,11 @@ impl RawVm {
                 },
             ],
             net: None,
+            root_fstype: if self.base_disk.extension().is_some_and(|e| e == "ext4") {
+                "ext4"
+            } else {
+                "erofs"
+            },
         };
         internals::create_box_disk(&box_disk, DEFAULT_DISK_SIZE_MIB)?;
         let vm_log = std::fs::File::create(&spec.vm_log)?;

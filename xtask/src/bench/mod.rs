@@ -2,6 +2,7 @@
 
 mod boot;
 mod exec;
+mod first_box;
 mod host;
 mod mount;
 mod net;
@@ -40,6 +41,8 @@ enum Which {
     Pull(pull::Args),
     /// Networking: our user-mode stack vs. passt behind the same VM: throughput, connects, CPU, RSS.
     Net(net::Args),
+    /// A new image to its first exec: ours vs. the gunzip floor, the previous design, cp-stacking.
+    FirstBox(first_box::Args),
     /// Volumes: a host directory over virtio-fs vs. the box's disk vs. `boxlite cp` in.
     Volume(volume::Args),
 }
@@ -64,5 +67,6 @@ pub fn run(args: Args) -> Result<()> {
         Which::Pull(args) => pull::run(args),
         Which::Net(args) => net::run(args),
         Which::Volume(args) => volume::run(args),
+        Which::FirstBox(args) => first_box::run(args),
     }
 }

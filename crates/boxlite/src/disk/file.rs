@@ -63,9 +63,9 @@ impl Partial {
         &self.tmp
     }
 
-    /// The final path.
-    pub fn target(&self) -> &Path {
-        &self.target
+    /// The temporary file, open for reading and writing.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Sets the file's length (growing it sparsely).

@@ -72,11 +72,3 @@ pub fn run(program: &Path, args: &[OsString], target: &Path) -> Result<()> {
         std::io::Error::other(format!("{}: {words}", output.status)),
     ))
 }
-
-/// Whether a failure from [`run`] says the filesystem was too small for the tree.
-pub fn ran_out_of_space(err: &Error) -> bool {
-    let msg = err.to_string();
-    ["Could not allocate", "No free space", "No space left"]
-        .iter()
-        .any(|needle| msg.contains(needle))
-}

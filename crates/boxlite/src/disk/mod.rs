@@ -1,6 +1,6 @@
-//! Disks: the read-only base disk of an image and the writable disk of a box, both ext4
-//! images made with `mkfs.ext4` (e2fsprogs 1.47 copies a tree with owners, modes, xattrs,
-//! hardlinks and device nodes, no mount or root needed).
+//! Disks: the read-only base disk of an image (EROFS, written straight from the image's layers
+//! by crate `erofs`), and the writable disks of boxes and named volumes (sparse ext4 made with
+//! `mkfs.ext4`).
 //!
 //! Every disk is built under a temporary name beside its final path and renamed into place
 //! only once complete and synced, so a crash or an error never leaves a half disk where a
@@ -9,7 +9,7 @@
 mod base;
 mod file;
 mod mkfs;
-mod size;
+mod rootfs;
 #[cfg(test)]
 mod tests;
 

@@ -1,5 +1,5 @@
-//! Disks built for real with mkfs.ext4 and checked by loop-mounting them read-only (as root)
-//! and with e2fsck.
+//! Disks built for real (base disks by the EROFS writer, box disks with mkfs.ext4) and checked
+//! by loop-mounting them read-only (as root), with `fsck.erofs` and e2fsck.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
@@ -102,14 +102,15 @@ struct Mount {
 }
 
 impl Mount {
-    /// Mounts `image` read-only, or `None` when this process cannot (not root, no loop).
-    fn new(image: &Path) -> Option<Mount> {
+    /// Mounts `image` (a `fstype` filesystem) read-only, or `None` when this process cannot
+    /// (not root, no loop).
+    fn new(image: &Path, fstype: &str) -> Option<Mount> {
         if !is_root() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "ext4", "-o", "ro,loop"])
+            .args(["-t", fstype, "-o", "ro,loop"])
             .arg(image)
             .arg(dir.path())
             .status()
@@ -126,6 +127,22 @@ impl Drop for Mount {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(self.dir.path()).status();
     }
+}
+
+/// Checks an EROFS base disk with `fsck.erofs` (erofs-utils) and the writer's own `verify`.
+fn erofs_clean(image: &Path) {
+    let out = Command::new("fsck.erofs")
+        .arg(image)
+        .output()
+        .expect("fsck.erofs (erofs-utils) is installed");
+    assert!(
+        out.status.success(),
+        "fsck.erofs {}:\n{}{}",
+        image.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    erofs::verify(&fs::read(image).unwrap()).unwrap();
 }
 
 /// Runs `e2fsck -fn` (check everything, change nothing) on `image`.
@@ -264,18 +281,17 @@ fn a_base_disk_holds_the_image_rootfs_exactly() {
     assert_eq!(rec.path, path);
     assert_eq!(rec.image_name, "disktest");
     assert_eq!(rec.size, fs::metadata(&path).unwrap().len());
-    assert!(rec.size >= size::MIN_BASE_DISK_BYTES);
-    assert_eq!(rec.size % (1 << 20), 0);
-    fsck_clean(&path);
+    assert_eq!(rec.size % 4096, 0);
+    erofs_clean(&path);
     assert!(
         leftovers(&env.layout.tmp_dir()).is_empty(),
         "scratch tree removed"
     );
     let disks: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
     assert_eq!(disks.len(), 1, "no temporary files beside the disk");
-    match Mount::new(&path) {
+    match Mount::new(&path, "erofs") {
         Some(m) => check_base_contents(&m),
-        None => eprintln!("not root: contents checked by e2fsck only"),
+        None => eprintln!("not root: contents checked by fsck.erofs only"),
     }
 }
 
@@ -308,7 +324,7 @@ fn a_second_call_reuses_the_disk_and_a_lost_record_rebuilds_it() {
         (before.mtime(), before.mtime_nsec()),
         "built again"
     );
-    fsck_clean(&rebuilt);
+    erofs_clean(&rebuilt);
 
     remove_base_disk(&env.layout, &env.db, &env.image.record.manifest_digest).unwrap();
     assert!(!rebuilt.exists());
@@ -388,7 +404,7 @@ fn a_box_disk_is_sparse_valid_ext4() {
         .unwrap();
     assert_eq!(bytes, [0x53, 0xEF]);
     fsck_clean(&path);
-    if let Some(m) = Mount::new(&path) {
+    if let Some(m) = Mount::new(&path, "ext4") {
         assert!(m.path("lost+found").is_dir());
         let root = meta(&m.path(""));
         assert_eq!((root.uid(), root.gid()), (0, 0));
@@ -439,54 +455,4 @@ fn a_failing_mkfs_reports_its_words() {
         err.contains("mkfs.ext4") && err.contains("no_such_feature"),
         "{err}"
     );
-}
-
-#[test]
-fn sizes_plan_with_headroom() {
-    let (bytes, inodes) = size::plan(size::Usage {
-        inodes: 10,
-        blocks: 10,
-    })
-    .unwrap();
-    assert_eq!(bytes, size::MIN_BASE_DISK_BYTES);
-    assert!(inodes > 10);
-    let (bytes, _) = size::plan(size::Usage {
-        inodes: 100_000,
-        blocks: 250_000,
-    })
-    .unwrap();
-    assert!(bytes > 250_000 * size::BLOCK + 100_000 * 256, "{bytes}");
-    assert!(
-        size::plan(size::Usage {
-            inodes: 1,
-            blocks: u64::MAX / 2
-        })
-        .is_err()
-    );
-}
-
-/// Sizing against a real tree (default /usr/share; `BOXLITE_SIZING_TREE` picks another):
-/// the planned size must fit without the retry, and not waste much.
-#[test]
-#[ignore = "reads a large host tree; run by hand when changing the size estimate"]
-fn the_size_estimate_fits_a_real_tree() {
-    let tree = std::env::var_os("BOXLITE_SIZING_TREE")
-        .map_or_else(|| PathBuf::from("/usr/share"), PathBuf::from);
-    let dir = tempfile::tempdir().unwrap();
-    let usage = size::measure(&tree).unwrap();
-    let (bytes, inodes) = size::plan(usage).unwrap();
-    let partial = file::Partial::create(&dir.path().join("base.ext4"), bytes).unwrap();
-    let start = Instant::now();
-    let made =
-        base::format_tree(&mkfs::program().unwrap(), &tree, &partial, bytes, inodes).unwrap();
-    let allocated = fs::metadata(partial.path()).unwrap().blocks() * 512;
-    eprintln!(
-        "{}: {usage:?} planned {} MiB, made {} MiB with {} MiB allocated, in {:.0} ms",
-        tree.display(),
-        bytes >> 20,
-        made >> 20,
-        allocated >> 20,
-        start.elapsed().as_secs_f64() * 1e3
-    );
-    assert_eq!(made, bytes, "the first size fitted");
 }

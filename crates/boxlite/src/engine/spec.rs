@@ -23,6 +23,9 @@ pub struct VmSpec {
     pub devices: Vec<Device>,
     /// The guest's network settings, for its agent; `None` leaves its card (if any) down.
     pub net: Option<GuestNet>,
+    /// The filesystem of the image's base disk (`/dev/vda`): `erofs`, or `ext4` for a disk an
+    /// older runtime made.
+    pub root_fstype: &'static str,
 }
 
 /// How the agent configures the guest's network card (`boxlite.net`, `boxlite.dns`,
@@ -138,8 +141,8 @@ impl VmSpec {
         // into a clean exit; `panic=-1` turns a kernel panic into that too.
         let mut line = format!(
             "console=ttyS0 quiet reboot={reboot} panic=-1 boxlite.root=/dev/vda \
-             boxlite.data=/dev/vdb boxlite.hostname={} boxlite.port={port}",
-            self.hostname
+             boxlite.rootfstype={} boxlite.data=/dev/vdb boxlite.hostname={} boxlite.port={port}",
+            self.root_fstype, self.hostname
         );
         if let Some(net) = &self.net {
             line.push_str(&net.cmdline());
@@ -177,6 +180,7 @@ impl VmSpec {
                     tag: "vol0".into(),
                 },
             ],
+            root_fstype: "erofs",
             net: Some(GuestNet {
                 address: Ipv4Addr::new(10, 0, 2, 15),
                 prefix: 24,

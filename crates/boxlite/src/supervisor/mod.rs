@@ -330,6 +330,11 @@ impl Supervisor {
                 state: self.record.state,
                 needs: Needs::BaseDisk,
             })?;
+        // Base disks were ext4 before the runtime wrote them as EROFS; either boots.
+        let root_fstype = match base.path.extension().and_then(|e| e.to_str()) {
+            Some("ext4") => "ext4",
+            _ => "erofs",
+        };
         let mut devices = vec![
             Device::Disk {
                 path: base.path,
@@ -357,6 +362,7 @@ impl Supervisor {
             });
         }
         let spec = VmSpec {
+            root_fstype,
             kernel: self.args.kernel.clone(),
             initramfs: self.args.initramfs.clone(),
             cpus: self.record.options.cpus,

@@ -145,3 +145,38 @@ fn extract_dyn(
         .map_err(|e| Error::Invalid(format!("starting to decompress the layer: {e}")))??;
     extractor.finish(diff_id, bytes)
 }
+
+/// Streams the decompressed tar of layer `blob` (compressed as `compression`) through
+/// `consume`, for a reader of its own (the EROFS base-disk writer), decompressing on a second
+/// thread as [`extract_layer`] does. The stream fails past `max_bytes`; after `consume`, what
+/// is left of the stream is read and the whole must hash to `diff_id`, so a damaged or
+/// substituted layer is an error however `consume` fared. `what` names the layer in errors.
+pub fn stream_layer<T>(
+    mut blob: impl Read + Send,
+    compression: Compression,
+    diff_id: &Digest,
+    max_bytes: u64,
+    what: &str,
+    consume: impl FnOnce(&mut dyn Read) -> T,
+) -> Result<T> {
+    let streamed = stream::with_layer_reader(
+        &mut blob,
+        compression,
+        diff_id.algorithm(),
+        max_bytes,
+        |mut reader, _| {
+            let value = consume(&mut reader);
+            (value, reader.finish())
+        },
+    );
+    let (value, finished) =
+        streamed.map_err(|e| Error::Invalid(format!("starting to decompress {what}: {e}")))?;
+    let (got, _) = finished.map_err(|e| Error::Invalid(format!("reading {what}: {e}")))?;
+    if &got != diff_id {
+        return Err(Error::Invalid(format!(
+            "{what} decompresses to {got}, not its diff_id {diff_id}: the blob is damaged or \
+             not this image's layer"
+        )));
+    }
+    Ok(value)
+}
