@@ -164,13 +164,24 @@ pub fn stream_layer<T>(
         compression,
         diff_id.algorithm(),
         max_bytes,
-        |mut reader, _| {
+        |mut reader, shared| {
             let value = consume(&mut reader);
-            (value, reader.finish())
+            let finished = reader.finish();
+            (
+                value,
+                finished,
+                shared.failure() == stream::Failure::TooLarge,
+            )
         },
     );
-    let (value, finished) =
+    let (value, finished, too_large) =
         streamed.map_err(|e| Error::Invalid(format!("starting to decompress {what}: {e}")))?;
+    if too_large {
+        return Err(Error::Invalid(format!(
+            "{what}: {}",
+            over_limit(max_bytes, "")
+        )));
+    }
     let (got, _) = finished.map_err(|e| Error::Invalid(format!("reading {what}: {e}")))?;
     if &got != diff_id {
         return Err(Error::Invalid(format!(
