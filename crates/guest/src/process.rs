@@ -207,6 +207,18 @@ struct ChildSetup {
 
 impl ChildSetup {
     fn apply(&self) -> std::io::Result<()> {
+        // A command starts with every signal's default action, whatever the agent inherited
+        // (an agent started with SIGINT ignored, as a background job is, would otherwise pass
+        // that on, and a Ctrl-C or `signal` would never reach the command).
+        for signal in 1..=LAST_STANDARD_SIGNAL {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                // SAFETY: signal(2) is async-signal-safe and has no memory-safety
+                // preconditions; setting SIG_DFL in the child before exec touches nothing else.
+                unsafe {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+        }
         rustix::process::setsid()?;
         if self.tty {
             rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
@@ -226,6 +238,9 @@ impl ChildSetup {
         Ok(())
     }
 }
+
+/// The last standard (non-real-time) signal number on Linux.
+const LAST_STANDARD_SIGNAL: i32 = 31;
 
 fn c_string(what: &str, bytes: &[u8]) -> Result<CString> {
     CString::new(bytes).map_err(|_| Error::Invalid(format!("{what} contains a NUL byte")))
