@@ -478,15 +478,7 @@ fn report(images: &[Bench], results: &[Samples], args: &Args, load_before: &str)
     out
 }
 
-/// A one-line progress note on stderr, on a terminal only.
+/// A one-line status on a terminal (nothing otherwise); empty clears it.
 fn progress(what: &str) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    if what.is_empty() {
-        eprintln!();
-    } else {
-        eprint!("\r\x1b[Kbench first-box: {what}");
-    }
+    super::host::progress("bench first-box", what);
 }

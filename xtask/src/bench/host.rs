@@ -27,3 +27,16 @@ pub fn loadavg() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// A one-line status of benchmark `bench` on a terminal (nothing otherwise); empty clears it.
+pub fn progress(bench: &str, what: &str) {
+    use std::io::{IsTerminal, Write};
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\r\x1b[K{bench}: {what}");
+        if what.is_empty() {
+            let _ = write!(err, "\r\x1b[K");
+        }
+        let _ = err.flush();
+    }
+}

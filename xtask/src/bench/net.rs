@@ -557,15 +557,7 @@ fn render(args: &Args, results: &[(Peer, Figures)], load: (String, String)) -> R
 
 /// A one-line status on a terminal (nothing otherwise); empty clears it.
 fn progress(what: &str) {
-    use std::io::{IsTerminal, Write};
-    let mut err = std::io::stderr();
-    if err.is_terminal() {
-        let _ = write!(err, "\r\x1b[Kbench net: {what}");
-        if what.is_empty() {
-            let _ = write!(err, "\r\x1b[K");
-        }
-        let _ = err.flush();
-    }
+    super::host::progress("bench net", what);
 }
 
 #[cfg(test)]

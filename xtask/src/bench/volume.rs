@@ -305,15 +305,7 @@ fn report(s: &Samples, args: &Args, load_before: &str) -> String {
     out
 }
 
-/// A one-line progress note on stderr, on a terminal only.
+/// A one-line status on a terminal (nothing otherwise); empty clears it.
 fn progress(what: &str) {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    if what.is_empty() {
-        eprintln!();
-    } else {
-        eprint!("\r\x1b[Kbench volume: {what}");
-    }
+    super::host::progress("bench volume", what);
 }
